@@ -1,0 +1,29 @@
+# `make run`: set up .venv and run the main job; `make test`: set up .venv and run the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export OUTDATED_IGNORE := 1
+
+.PHONY: run test lint clean
+
+# torch and torchvision are left unpinned so pip resolves a matching pair from the registry
+# (a CPU-only torch wheel without a torchvision build would break `import torchvision`).
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import torchvision.ops, lightning, testbed.cli"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/testbed fit -c configs/envs/confounded.yaml -c configs/baselines/erm.yaml
+	$(BIN)/testbed fit -c configs/envs/confounded.yaml -c configs/baselines/oracle.yaml
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,152 @@
+"""What every shifted environment shares.
+
+An environment is a LightningDataModule over named sub-environments (domains), each with its own
+spurious correlation `corr = P(a matches y)` and a role: `train` (training domains), `id` (held-out
+samples of the training distributions) or `ood` (shifted domains). Every batch is a `Batch(x, y, a, e, z)`;
+the group of a sample is `g = y * n_classes + a`.
+"""
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from testbed.errors import ConfigError, check_positive
+
+Role = Literal["train", "id", "ood"]
+
+
+class Batch(NamedTuple):
+    x: Tensor  # inputs
+    y: Tensor  # label, possibly noisy
+    a: Tensor  # spurious attribute, in [0, n_classes)
+    e: Tensor  # index of the sub-environment the sample came from (for IRM, VREx, GroupDRO)
+    z: Tensor  # latents the environment needs to render the sample again (see `intervene`)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One named sub-environment: its role and its spurious correlation."""
+
+    role: Role
+    corr: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}:corr={self.corr:.2f}"
+
+
+def concat(batches: list[Batch]) -> Batch:
+    return Batch(*(torch.cat(parts) for parts in zip(*batches)))
+
+
+class TensorLoader:
+    """Yields slices of an in-memory `Batch`: no workers, no per-sample collation.
+
+    Under distributed evaluation each rank takes a contiguous shard, so every sample is seen exactly once.
+    Training shards drop the remainder so that every rank runs the same number of steps.
+    """
+
+    def __init__(self, data: Batch, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        n = len(data.y)
+        per_rank = n // world_size if shuffle else -(-n // world_size)
+        lo = min(rank * per_rank, n)
+        self.lo, self.hi = lo, min(lo + per_rank, n)
+
+    def __len__(self) -> int:
+        return -(-(self.hi - self.lo) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.data.y)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.epoch += 1
+            index = order[self.lo:self.hi]
+            for i in range(0, len(index), self.batch_size):
+                yield Batch(*(t[index[i:i + self.batch_size]] for t in self.data))
+        else:
+            for i in range(self.lo, self.hi, self.batch_size):
+                yield Batch(*(t[i:min(i + self.batch_size, self.hi)] for t in self.data))
+
+
+class ShiftedEnv(L.LightningDataModule):
+    """Base class of every environment. Subclasses set `n_classes`, `input_shape`, `specs` and implement
+    `make`; environments that can render from latents also implement `intervene` and `causal`."""
+
+    n_classes: int
+    input_shape: tuple[int, ...]
+    specs: list[EnvSpec]
+    # Which factors `intervene` can set: "a" (the spurious attribute) and/or "causal" (the causal class).
+    interventions: tuple[str, ...] = ()
+
+    def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024, seed: int = 0) -> None:
+        super().__init__()
+        check_positive("batch_size", batch_size)
+        check_positive("eval_batch_size", eval_batch_size)
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.data: dict[str, Batch] = {}
+
+    @property
+    def n_attr(self) -> int:
+        """Number of values of the spurious attribute; by default one per class, so `a` can match `y`."""
+        return self.n_classes
+
+    def check_specs(self) -> None:
+        names = [s.name for s in self.specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"environments: duplicate correlation within a role in {names}")
+        for role in ("train", "ood"):
+            if not any(s.role == role for s in self.specs):
+                raise ConfigError(f"environments: at least one '{role}' environment is required")
+
+    def make(self, spec: EnvSpec, index: int) -> Batch:
+        """Generate or load the samples of one sub-environment; `index` is its position in `specs`."""
+        raise NotImplementedError
+
+    def intervene(self, batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
+        """Render the same samples with the spurious attribute and/or the causal class replaced: do(a=v)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render interventions")
+
+    def causal(self, batch: Batch) -> Tensor:
+        """The causal class of each sample (before label noise)."""
+        raise NotImplementedError(f"{type(self).__name__} has no causal latent")
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.data:
+            self.data = {s.name: self.make(s, i) for i, s in enumerate(self.specs)}
+
+    def names(self, *roles: Role) -> list[str]:
+        return [s.name for s in self.specs if s.role in roles]
+
+    @property
+    def train_data(self) -> Batch:
+        return concat([self.data[n] for n in self.names("train")])
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> TensorLoader:
+        rank, world = self._rank()
+        return TensorLoader(self.train_data, self.batch_size, shuffle=True, seed=self.seed,
+                            rank=rank, world_size=world)
+
+    def eval_loaders(self, names: list[str]) -> list[TensorLoader]:
+        rank, world = self._rank()
+        return [TensorLoader(self.data[n], self.eval_batch_size, rank=rank, world_size=world) for n in names]
+
+    def eval_names(self, stage: str) -> list[str]:
+        """Validation watches the held-out and shifted environments; testing also scores the training data."""
+        return self.names("id", "ood") if stage == "val" else self.names("train", "id", "ood")
+
+    def val_dataloader(self) -> list[TensorLoader]:
+        return self.eval_loaders(self.eval_names("val"))
+
+    def test_dataloader(self) -> list[TensorLoader]:
+        return self.eval_loaders(self.eval_names("test"))

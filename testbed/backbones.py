@@ -1,0 +1,78 @@
+"""Backbones built from a family and a scale, with their parameter count and training FLOPs.
+
+`width` and `depth` are the scale knobs: hidden units and hidden layers for `mlp`; base channels and conv
+blocks for `cnn`; base channels and BasicBlocks per stage for `resnet` (torchvision's block, stages of
+width x1, x2, x4, x8 as in ResNet-18, with a 3x3 stem for small images).
+"""
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.resnet import BasicBlock
+
+from testbed.errors import check_choice, check_positive
+
+Arch = Literal["mlp", "cnn", "resnet"]
+
+
+def mlp(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    dims = [int(torch.tensor(input_shape).prod())] + [width] * depth
+    layers: list[nn.Module] = [nn.Flatten()]
+    for d_in, d_out in zip(dims, dims[1:]):
+        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], n_classes))
+
+
+def cnn(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    channels, side = input_shape[0], input_shape[-1]
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        out = width * 2 ** min(i, 3)
+        layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
+        if side >= 4:
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
+
+
+def resnet(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False),
+                               nn.BatchNorm2d(width), nn.ReLU()]
+    channels = width
+    for stage in range(4):
+        out, stride = width * 2**stage, 1 if stage == 0 else 2
+        for block in range(depth):
+            s = stride if block == 0 else 1
+            down = None
+            if s != 1 or channels != out:
+                down = nn.Sequential(nn.Conv2d(channels, out, 1, stride=s, bias=False), nn.BatchNorm2d(out))
+            layers.append(BasicBlock(channels, out, stride=s, downsample=down))
+            channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
+
+
+BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+
+
+def build_backbone(arch: Arch, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    check_choice("arch", arch, BUILDERS)
+    check_positive("width", width)
+    check_positive("depth", depth)
+    return BUILDERS[arch](tuple(input_shape), n_classes, width, depth)
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def training_flops_per_sample(net: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward and backward pass per sample, counted by torch's FlopCounterMode on a copy."""
+    net = copy.deepcopy(net).train()
+    x = torch.zeros(2, *input_shape)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return counter.get_total_flops() // 2

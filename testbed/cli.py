@@ -1,0 +1,108 @@
+"""The `testbed` command: LightningCLI `fit`, `validate` and `test`, with one-line errors for bad input."""
+
+import logging
+import re
+import sys
+import time
+
+from jsonargparse import ArgumentError
+from lightning.pytorch.cli import LightningCLI
+
+import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
+import testbed.envs  # noqa: F401  (and the environments for --data)
+from testbed.envs.base import ShiftedEnv
+from testbed.errors import ConfigError
+from testbed.module import Baseline
+from testbed.results import write_results
+
+TRAINER_DEFAULTS = {
+    "max_epochs": 10,
+    "num_sanity_val_steps": 0,
+    "enable_model_summary": False,
+    "log_every_n_steps": 10,
+    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+}
+
+
+class TestbedCLI(LightningCLI):
+    """Links the environment's shape into the model; after `fit` it tests and writes `results.json`."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+
+    def _seed(self) -> int | None:
+        seed = self.config[self.subcommand].get("seed_everything")
+        return None if isinstance(seed, bool) else seed
+
+    def before_fit(self) -> None:
+        self.model.check_env(self.datamodule)
+        self._start = time.perf_counter()
+
+    def after_fit(self) -> None:
+        wall = time.perf_counter() - self._start
+        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        path = write_results(self.trainer, self.model, self._seed(), wall)
+        print(f"results: {path}")
+
+    def after_test(self) -> None:
+        path = write_results(self.trainer, self.model, self._seed(), None)
+        print(f"results: {path}")
+
+
+def subclass_names(base: type) -> list[str]:
+    found, todo = [], list(base.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls.__name__)
+        todo += cls.__subclasses__()
+    return sorted(found)
+
+
+def one_line(err: BaseException) -> str:
+    """The precise cause of a jsonargparse error, as one line naming the field and what is allowed."""
+    chain = [err]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(nxt)
+    for e in chain:
+        if isinstance(e, ConfigError):
+            section = "model." if "module.Baseline" in str(err) else "data." if "ShiftedEnv" in str(err) else ""
+            return section + str(e)
+    keys = [k for e in chain for k in re.findall(r'Parser key "([^"]+)"', str(e))]
+    field = ".".join(dict.fromkeys(k for k in keys if k != "config")) or "config"
+    cause = " ".join(str(chain[-1]).split())
+    section = keys[0] if keys else ""
+    if m := re.search(r"Expected a dot import path string: (\S+)", cause):
+        base, kind = (Baseline, "baseline") if section == "model" else (ShiftedEnv, "environment")
+        return (f"{section}: unknown {kind} {m.group(1)!r}; choose one of {', '.join(subclass_names(base))}"
+                " or give an import path such as mypackage.MyClass")
+    if m := re.search(r"Expected a typing.Literal\[(.*)\]. Got value: (.*)", cause):
+        allowed = m.group(1).replace("'", "")
+        return f"{field}: {m.group(2)!r} is not allowed; choose one of {allowed}"
+    if m := re.search(r"Option '([^']+)' is not accepted", " ".join(str(err).split())):
+        return f"{section}.{m.group(1)}: unknown option"
+    return f"{field}: {cause}" if keys else cause
+
+
+def fail(message: str) -> None:
+    print(f"testbed: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Keep a failed command's output to its one error line: no "Seed set to 0" before it.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    try:
+        TestbedCLI(Baseline, ShiftedEnv, subclass_mode_model=True, subclass_mode_data=True,
+                   trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                   parser_kwargs={"exit_on_error": False}, args=argv)
+    except (ConfigError, ArgumentError) as err:
+        fail(one_line(err))
+    except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes
+        if not any(isinstance(e, ConfigError) for e in (err.__cause__, err.__context__)):
+            raise
+        fail(one_line(err))

@@ -1,0 +1,117 @@
+"""Baseline: the LightningModule every training regime subclasses.
+
+It owns the backbone, the optimiser, evaluation (per-environment accuracy, worst group, counterfactual
+flip rates) and logging. A subclass only defines `training_step` and, for regimes, its phase logic.
+"""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from testbed.backbones import Arch, build_backbone, count_params, training_flops_per_sample
+from testbed.envs.base import Batch, ShiftedEnv
+from testbed.errors import ConfigError, check_positive
+from testbed.metrics import summarize, tally
+
+
+class Baseline(L.LightningModule):
+    """Shared base of every baseline.
+
+    Args:
+        arch: backbone family.
+        width: hidden units (mlp) or base channels (cnn, resnet): the model-size knob.
+        depth: hidden layers (mlp), conv blocks (cnn) or blocks per stage (resnet).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        input_shape, n_classes: linked from the environment by the CLI.
+    """
+
+    def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
+                 weight_decay: float = 0.0, input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
+        super().__init__()
+        check_positive("lr", lr)
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay: {weight_decay} is not allowed; it must be >= 0")
+        self.save_hyperparameters()
+        self.net = build_backbone(arch, input_shape, n_classes, width, depth)
+        self.n_params = count_params(self.net)
+        self.flops_per_sample = training_flops_per_sample(self.net, input_shape)
+        self.samples_seen = 0
+        self.tallies: dict[str, Tensor] = {}
+        self.results: dict[str, float] = {}
+
+    def check_env(self, env: ShiftedEnv) -> None:
+        """Raise a ConfigError if this baseline cannot train on `env` (called before anything is written)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    @property
+    def env(self) -> ShiftedEnv:
+        return self.trainer.datamodule
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def erm_step(self, batch: Batch) -> Tensor:
+        """Mean cross-entropy on the batch, logged with the training accuracy."""
+        logits = self(batch.x)
+        loss = F.cross_entropy(logits, batch.y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        self.log("train/acc", (logits.argmax(1) == batch.y).float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        self.samples_seen += len(batch.y)
+
+    # Evaluation: validation and test share one path; only the test stage runs interventions.
+    def _start(self, stage: str) -> None:
+        env = self.env
+        n_groups = env.n_classes * env.n_attr
+        self.tallies = {n: torch.zeros(2 * n_groups + 2, dtype=torch.double, device=self.device)
+                        for n in env.eval_names(stage)}
+        self._cf_gen = torch.Generator().manual_seed(0)
+
+    def _other(self, v: Tensor, k: int) -> Tensor:
+        """A different value for each entry, uniformly among the k - 1 others."""
+        shift = torch.randint(1, k, v.shape, generator=self._cf_gen).to(v.device)
+        return (v + shift) % k
+
+    def _step(self, stage: str, batch: Batch, dataloader_idx: int) -> None:
+        env = self.env
+        pred = self(batch.x).argmax(1)
+        pred_a = pred_c = None
+        if stage == "test" and "a" in env.interventions:
+            pred_a = self(env.intervene(batch, a=self._other(batch.a, env.n_attr))).argmax(1)
+        if stage == "test" and "causal" in env.interventions:
+            pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes))).argmax(1)
+        name = env.eval_names(stage)[dataloader_idx]
+        n_groups = env.n_classes * env.n_attr
+        self.tallies[name] += tally(pred, batch.y, batch.a, env.n_attr, n_groups, pred_a, pred_c)
+
+    def _end(self, stage: str) -> dict[str, float]:
+        env = self.env
+        tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
+        roles = {s.name: s.role for s in env.specs}
+        metrics = summarize(stage, tallies, roles, env.interventions if stage == "test" else ())
+        self.log_dict(metrics, rank_zero_only=True)
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._start("val")
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step("val", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start("test")
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step("test", batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.results = self._end("test")

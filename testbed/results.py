@@ -1,0 +1,54 @@
+"""What a finished run writes: `results.json` with its metrics, scale and provenance, written atomically."""
+
+import json
+import os
+import platform
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import lightning as L
+
+from testbed.module import Baseline
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    libs = {lib: version(lib) for lib in ("testbed", "torch", "torchvision", "lightning", "numpy")}
+    return {"python": platform.python_version(), **libs}
+
+
+def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float | None) -> dict:
+    """Final metrics with the run's scale: parameters, training samples, steps and FLOPs."""
+    env = trainer.datamodule
+    samples = model.samples_seen * trainer.world_size
+    return {
+        "model": type(model).__name__,
+        "data": type(env).__name__,
+        "seed": seed,
+        "metrics": model.results,
+        "params": model.n_params,
+        "n_train": sum(len(env.data[n].y) for n in env.names("train")),
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "train_samples": samples,
+        "flops_per_sample": model.flops_per_sample,
+        "train_flops": samples * model.flops_per_sample,
+        "wall_time_s": wall_time_s,
+        "versions": versions(),
+    }
+
+
+def write_results(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float | None) -> Path:
+    path = Path(trainer.log_dir) / "results.json"
+    if trainer.is_global_zero:
+        write_atomic(path, json.dumps(summary(trainer, model, seed, wall_time_s), indent=2) + "\n")
+    return path

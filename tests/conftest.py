@@ -1,0 +1,32 @@
+import json
+import os
+import sys
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+
+os.environ.setdefault("OUTDATED_IGNORE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+QUIET = ["--trainer.enable_progress_bar=false"]
+
+
+def run_cli(*args: str) -> None:
+    """Run `testbed ARGS` in this process, as a user would type it."""
+    from testbed.cli import main
+
+    with patch.object(sys, "argv", ["testbed"]):
+        main([*args])
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory: runs land in ./runs below it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

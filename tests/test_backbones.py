@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from testbed.backbones import build_backbone, count_params, training_flops_per_sample
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
+def test_backbones_scale_with_width(arch):
+    shape = (3, 28, 28)
+    small, big = (build_backbone(arch, shape, 5, w, 1) for w in (8, 16))
+    assert small(torch.zeros(4, *shape)).shape == (4, 5)
+    assert count_params(big) > count_params(small)
+    f_small, f_big = (training_flops_per_sample(n, shape) for n in (small, big))
+    assert 0 < f_small < f_big
+
+
+def test_mlp_flops_match_the_closed_form():
+    net = build_backbone("mlp", (1, 4, 4), 2, 8, 1)  # 16 -> 8 -> 2
+    macs = 16 * 8 + 8 * 2
+    # forward 2*macs; backward: input grads of the second layer (2*8*2) + weight grads of both (2*macs)
+    assert training_flops_per_sample(net, (1, 4, 4)) == 2 * macs + 2 * 8 * 2 + 2 * macs

@@ -1,0 +1,79 @@
+import pytest
+import torch
+from testbed.envs import SpuriousShapes
+
+from testbed.errors import ConfigError
+
+
+def make(**kw) -> SpuriousShapes:
+    env = SpuriousShapes(**{"n_train": 4000, "n_val": 500, "n_test": 4000, **kw})
+    env.setup()
+    return env
+
+
+def test_same_seed_same_data_and_other_seed_differs():
+    a, b, c = make(), make(), make(seed=1)
+    for name in a.data:
+        assert all(torch.equal(s, t) for s, t in zip(a.data[name], b.data[name]))
+    assert not torch.equal(a.data["train:corr=0.90"].x, c.data["train:corr=0.90"].x)
+
+
+def test_more_training_data_extends_less_and_keeps_the_test_set():
+    small, large = make(n_train=1000), make(n_train=4000)
+    s, l_ = small.data["train:corr=0.90"], large.data["train:corr=0.90"]
+    assert torch.equal(s.x, l_.x[: len(s.x)])
+    assert torch.equal(small.data["ood:corr=0.10"].x, large.data["ood:corr=0.10"].x)
+
+
+@pytest.mark.parametrize("name,corr", [("train:corr=0.90", 0.9), ("train:corr=0.80", 0.8), ("ood:corr=0.10", 0.1)])
+def test_attribute_agrees_with_label_at_the_configured_rate(name, corr):
+    b = make().data[name]
+    assert abs((b.a == b.y).float().mean().item() - corr) < 0.03
+
+
+def test_label_noise_flips_the_causal_class_at_the_configured_rate():
+    env = make(label_noise=0.25)
+    b = env.data["ood:corr=0.50"]
+    assert abs((env.causal(b) != b.y).float().mean().item() - 0.25) < 0.03
+
+
+def test_p_break_decorrelates_that_fraction_of_training_samples():
+    b = make(train_corrs=(1.0,), p_break=0.2).data["train:corr=1.00"]
+    # Broken samples get a uniform attribute: half of them disagree with the label.
+    assert abs((b.a != b.y).float().mean().item() - 0.1) < 0.03
+
+
+@pytest.mark.parametrize("feature", ["color", "background", "patch"])
+def test_intervene_changes_only_the_factor_it_sets(feature):
+    env = make(spurious_feature=feature, causal_difficulty=0.3, n_classes=4)
+    b = env.data["ood:corr=0.10"]
+    assert torch.equal(env.intervene(b, a=b.a), b.x)  # do(a = its own value) reproduces the image exactly
+    flipped_a = env.intervene(b, a=(b.a + 1) % 4)
+    flipped_c = env.intervene(b, causal=(env.causal(b) + 1) % 4)
+    assert (flipped_a != b.x).flatten(1).any(1).all()
+    assert (flipped_c != b.x).flatten(1).any(1).float().mean() > 0.99
+
+
+def test_do_colour_keeps_the_shape_and_do_shape_keeps_the_colour():
+    env = make(n_classes=4)
+    b = env.data["ood:corr=0.10"]
+    flipped_a = env.intervene(b, a=(b.a + 1) % 4)
+    flipped_c = env.intervene(b, causal=(env.causal(b) + 1) % 4)
+    support = lambda x: x.sum(1) > 0  # noqa: E731
+    assert torch.equal(support(flipped_a), support(b.x))
+    assert torch.equal(flipped_c.amax((2, 3)), b.x.amax((2, 3)))
+
+
+def test_saliency_zero_hides_the_attribute():
+    env = make(spurious_saliency=0.0)
+    b = env.data["ood:corr=0.10"]
+    assert torch.equal(env.intervene(b, a=1 - b.a), b.x)
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"train_corrs": (1.5, 0.8)}, "train_corrs"), ({"label_noise": -0.1}, "label_noise"),
+    ({"n_train": -5}, "n_train"), ({"n_classes": 9}, "n_classes"), ({"test_corrs": (0.1, 0.1)}, "environments"),
+])
+def test_bad_knobs_name_the_field(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        SpuriousShapes(**kw)
