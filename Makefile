@@ -16,8 +16,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/testbed fit -c configs/envs/confounded.yaml -c configs/baselines/erm.yaml
-	$(BIN)/testbed fit -c configs/envs/confounded.yaml -c configs/baselines/oracle.yaml
+	$(BIN)/testbed sweep -c configs/sweeps/quickstart.yaml --workers 2
+	$(BIN)/testbed report runs/sweeps/quickstart
+	@echo "figures: runs/sweeps/quickstart/figures/   report: runs/sweeps/quickstart/report.md"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,12 +1,15 @@
-"""The `testbed` command: LightningCLI `fit`, `validate` and `test`, with one-line errors for bad input."""
+"""The `testbed` command: LightningCLI `fit`, `validate` and `test`, the model-free `sweep`, `collect`, `plot`
+and `report` (testbed/tools.py), and one-line errors for bad input."""
 
 import logging
 import re
 import sys
 import time
+import warnings
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
 import testbed.envs  # noqa: F401  (and the environments for --data)
@@ -14,6 +17,10 @@ from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
 from testbed.module import Baseline
 from testbed.results import write_results
+from testbed.tools import TOOLS
+
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # sweeps give argv on purpose
+warnings.filterwarnings("ignore", message="Experiment logs directory")  # a sweep run's folder has run.json
 
 TRAINER_DEFAULTS = {
     "max_epochs": 10,
@@ -46,12 +53,10 @@ class TestbedCLI(LightningCLI):
     def after_fit(self) -> None:
         wall = time.perf_counter() - self._start
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        path = write_results(self.trainer, self.model, self._seed(), wall)
-        print(f"results: {path}")
+        rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), wall)}")
 
     def after_test(self) -> None:
-        path = write_results(self.trainer, self.model, self._seed(), None)
-        print(f"results: {path}")
+        rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), None)}")
 
 
 def subclass_names(base: type) -> list[str]:
@@ -93,13 +98,51 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+USAGE = """usage: testbed COMMAND [options]    (testbed COMMAND --help for each)
+
+train and evaluate (LightningCLI):
+  fit       train a baseline on an environment, then test it and write results.json
+  validate  evaluate on the validation environments
+  test      evaluate a checkpoint on every environment and write results.json
+study scaling:
+  sweep     run baselines x scales x seeds from a sweep YAML, resumably (local, worker processes or Ray)
+  collect   gather a sweep's runs into one tidy table (results.csv)
+  plot      draw a sweep's scaling curves (figures/*.png, *.pdf)
+  report    write report.md: trend of the OOD gap vs scale with bootstrap intervals and a verdict"""
+
+
+CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mode_model=True,
+                  subclass_mode_data=True, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
+                  save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
+
+
+def lightning_cli(argv: list[str]) -> TestbedCLI:
+    """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed."""
+    return TestbedCLI(**CLI_KWARGS, args=argv)
+
+
+class _ParseOnly(TestbedCLI):
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def resolver() -> ArgumentParser:
+    """The `fit` parser without a subcommand: resolves a run's arguments to its full config, cheaply."""
+    return _ParseOnly(**CLI_KWARGS, run=False, args=["--model=ERM", "--data=SpuriousShapes"]).parser
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     # Keep a failed command's output to its one error line: no "Seed set to 0" before it.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
     try:
-        TestbedCLI(Baseline, ShiftedEnv, subclass_mode_model=True, subclass_mode_data=True,
-                   trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                   parser_kwargs={"exit_on_error": False}, args=argv)
+        if argv[0] in TOOLS:
+            TOOLS[argv[0]](argv[1:])
+        else:
+            lightning_cli(argv)
     except (ConfigError, ArgumentError) as err:
         fail(one_line(err))
     except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes

@@ -30,6 +30,8 @@ class Baseline(L.LightningModule):
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
         super().__init__()
+        if type(self) is Baseline:
+            raise ConfigError("model: Baseline is the shared base class; give a baseline such as --model=ERM")
         check_positive("lr", lr)
         if weight_decay < 0:
             raise ConfigError(f"weight_decay: {weight_decay} is not allowed; it must be >= 0")

@@ -30,6 +30,7 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
     """Final metrics with the run's scale: parameters, training samples, steps and FLOPs."""
     env = trainer.datamodule
     samples = model.samples_seen * trainer.world_size
+    train = [s for s in env.specs if s.role == "train"]
     return {
         "model": type(model).__name__,
         "data": type(env).__name__,
@@ -37,6 +38,7 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "metrics": model.results,
         "params": model.n_params,
         "n_train": sum(len(env.data[n].y) for n in env.names("train")),
+        "train_corr": sum(s.corr for s in train) / len(train),
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "train_samples": samples,

@@ -1,0 +1,184 @@
+"""Sweeps: a base config crossed with axes (a grid or a seeded random search) and seeds, run resumably.
+
+A run's identity is a hash of its resolved config. It writes into `<out>/<sweep>/<hash>/`: `run.json`
+(its axis values and arguments) first, then Lightning's `config.yaml` and `metrics.csv`, `results.json`,
+and last a `done` marker, each file written atomically. Running a sweep again skips done runs, redoes
+half-written ones (a run killed mid-way has no `done`), and a failed run leaves `error.txt` without
+stopping the others; it is tried again on the next invocation.
+"""
+
+import hashlib
+import itertools
+import json
+import random
+import shutil
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from testbed.errors import ConfigError, check_positive
+from testbed.results import write_atomic
+
+
+@dataclass
+class Sweep:
+    """The contents of a sweep YAML file.
+
+    Args:
+        name: folder of the sweep under `--out`.
+        configs: base LightningCLI config files, merged in order (paths relative to the working directory).
+        args: base overrides, `config.key: value` (e.g. `trainer.max_epochs: 5`).
+        axes: `config.key: [values]` (e.g. `model.width: [16, 32]`, `model: [ERM, Oracle]`), or for random
+            search `{low, high, log}` ranges; the key `config` takes config files, as a list or as
+            `{label: file}`, to sweep regimes.
+        seeds: each run is repeated with `seed_everything` and `data.seed` set to each seed.
+        search: `grid` (every combination) or `random` (`samples` draws, seeded per axis name so that
+            adding an axis never changes the draws of the others).
+    """
+
+    name: str
+    configs: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    search: Literal["grid", "random"] = "grid"
+    samples: int = 10
+    search_seed: int = 0
+
+
+@dataclass
+class Run:
+    sweep: str
+    axes: dict[str, Any]  # axis name -> value (a label for `config` files)
+    seed: int
+    argv: list[str]  # LightningCLI arguments, without the subcommand
+    id: str = ""
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; every problem is a ConfigError naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: sweep file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path} must be a mapping with keys name, configs, args, axes, seeds")
+    allowed = [f.name for f in fields(Sweep)]
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"sweep.{key}: unknown key; allowed keys are {', '.join(allowed)}")
+    if not isinstance(raw.get("name"), str):
+        raise ConfigError("sweep.name: required, a folder name for the sweep's runs")
+    for key, kind in [("configs", list), ("args", dict), ("axes", dict), ("seeds", list)]:
+        if key in raw and not isinstance(raw[key], kind):
+            raise ConfigError(f"sweep.{key}: must be a {kind.__name__}, got {type(raw[key]).__name__}")
+    sweep = Sweep(**raw)
+    if sweep.search not in ("grid", "random"):
+        raise ConfigError(f"sweep.search: {sweep.search!r} is not allowed; choose one of grid, random")
+    check_positive("sweep.samples", sweep.samples)
+    for name, values in sweep.axes.items():
+        if not values or not isinstance(values, list | dict):
+            raise ConfigError(f"sweep.axes.{name}: must be a non-empty list of values")
+        if isinstance(values, dict) and name != "config" and not {"low", "high"} <= set(values):
+            raise ConfigError(f"sweep.axes.{name}: a range needs low and high")
+    for file in sweep.configs + list(config_files(sweep).values()):
+        if not Path(file).is_file():
+            raise ConfigError(f"sweep.configs: {file!r} does not exist (paths are relative to the working directory)")
+    return sweep
+
+
+def config_files(sweep: Sweep) -> dict[str, str]:
+    """The `config` axis as {label: file}; a plain list is labelled by file stem."""
+    files = sweep.axes.get("config", {})
+    return files if isinstance(files, dict) else {Path(f).stem: f for f in files}
+
+
+def draw(values: list | dict, rng: random.Random) -> Any:
+    if isinstance(values, list):
+        return rng.choice(values)
+    low, high = values["low"], values["high"]
+    if values.get("log"):
+        import math
+
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        value = rng.uniform(low, high)
+    return round(value) if isinstance(low, int) and isinstance(high, int) else value
+
+
+def combinations(sweep: Sweep) -> list[dict[str, Any]]:
+    axes = {k: (list(config_files(sweep)) if k == "config" else v) for k, v in sweep.axes.items()}
+    if sweep.search == "grid":
+        if any(isinstance(v, dict) for v in axes.values()):
+            raise ConfigError("sweep.axes: ranges ({low, high}) need search: random")
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    seeded = lambda i, name: random.Random(f"{sweep.search_seed}/{i}/{name}")  # noqa: E731
+    return [{k: draw(v, seeded(i, k)) for k, v in axes.items()} for i in range(sweep.samples)]
+
+
+def as_arg(key: str, value: Any) -> str:
+    return f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def expand(sweep: Sweep) -> list[Run]:
+    """Every run of the sweep, in order. Class axes (`model`, `data`) come before their knobs."""
+    files = config_files(sweep)
+    runs = []
+    for combo in combinations(sweep):
+        for seed in sweep.seeds:
+            argv = [arg for f in sweep.configs for arg in ("-c", str(Path(f).resolve()))]
+            if "config" in combo:
+                argv += ["-c", str(Path(files[combo["config"]]).resolve())]
+            knobs = {**sweep.args, **{k: v for k, v in combo.items() if k != "config"}}
+            argv += [as_arg(k, v) for k, v in sorted(knobs.items(), key=lambda kv: kv[0].count("."))]
+            argv += [f"--seed_everything={seed}", f"--data.seed={seed}"]
+            runs.append(Run(sweep.name, combo, seed, argv))
+    return runs
+
+
+def identify(runs: list[Run]) -> None:
+    """Set each run's id to a hash of its resolved config. Every distinct config is also instantiated
+    (cheap: environments generate data in `setup`), so a bad key or value fails before anything runs."""
+    from testbed.cli import resolver
+
+    parser = resolver()
+    checked = set()
+    for run in runs:
+        config = parser.parse_args(run.argv)
+        text = parser.dump(config, skip_validation=True)
+        run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
+        resolved = yaml.safe_load(text)
+        classes = json.dumps([resolved["model"], resolved["data"]], sort_keys=True)
+        if classes not in checked:
+            parser.instantiate_classes(config)
+            checked.add(classes)
+
+
+def execute(run: Run, root: Path) -> str:
+    """Run one training run into `root/<id>/`; returns "done", "skipped" or "failed"."""
+    from testbed.cli import lightning_cli
+
+    out = root / run.id
+    if (out / "done").exists():
+        return "skipped"
+    if out.exists():
+        shutil.rmtree(out)  # half-written by a killed or failed attempt
+    out.mkdir(parents=True)
+    write_atomic(out / "run.json", json.dumps(asdict(run), indent=2) + "\n")
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+              "init_args": {"save_dir": str(out), "name": "", "version": ""}}
+    quiet = [as_arg("trainer.logger", logger), "--trainer.enable_progress_bar=false",
+             "--trainer.enable_model_summary=false"]
+    try:
+        lightning_cli(["fit", *run.argv, *quiet])
+    except (Exception, SystemExit):
+        write_atomic(out / "error.txt", traceback.format_exc())
+        return "failed"
+    write_atomic(out / "done", "")
+    return "done"

@@ -1,0 +1,22 @@
+"""Distributed evaluation: every test sample is scored exactly once across ranks."""
+
+import subprocess
+import sys
+
+from conftest import CONFIGS, QUIET, results, run_cli
+
+
+def test_ddp_evaluation_on_two_cpu_processes_equals_a_single_process(workdir):
+    # Odd sizes, so that the two ranks' shards differ in length.
+    sizes = ["--data.n_train=600", "--data.n_val=301", "--data.n_test=257", "--trainer.max_epochs=1"]
+    run_cli("fit", "-c", str(CONFIGS / "envs/confounded.yaml"), "-c", str(CONFIGS / "baselines/erm.yaml"),
+            *QUIET, *sizes)
+    fitted = workdir / "runs/lightning_logs/version_0"
+    (ckpt,) = (fitted / "checkpoints").glob("*.ckpt")
+    test = ["test", "-c", str(fitted / "config.yaml"), "--ckpt_path", str(ckpt)]
+    run_cli(*test)
+    subprocess.run([sys.executable, "-m", "testbed", *test, "--trainer.strategy=ddp", "--trainer.devices=2",
+                    "--trainer.accelerator=cpu"], check=True, capture_output=True, cwd=workdir, timeout=300)
+    single, ddp = (results(workdir / f"runs/lightning_logs/version_{i}") for i in (1, 2))
+    assert single["metrics"] == ddp["metrics"]
+    assert single["metrics"] == results(fitted)["metrics"]

@@ -1,0 +1,124 @@
+"""Sweeps: expansion, resumption after SIGKILL, failures, bad sweep files, and the Ray executor."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, ROOT, run_cli
+from testbed.baselines import ERM
+
+from testbed.errors import ConfigError
+from testbed.sweep import expand, identify, load_sweep
+
+TINY = {"model": "ERM", "data.n_train": 200, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 1,
+        "trainer.enable_checkpointing": False, "model.width": 8}
+
+
+def write_sweep(path: Path, **fields) -> Path:
+    sweep = {"name": "s", "configs": [str(CONFIGS / "envs" / "confounded.yaml")], "args": TINY,
+             "axes": {"model": ["ERM", "Oracle"], "data.n_train": [200, 300]}, "seeds": [0, 1], **fields}
+    path.write_text(json.dumps(sweep))  # JSON is YAML
+    return path
+
+
+def finished(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "done").exists())
+
+
+def test_grid_expands_axes_times_seeds_with_distinct_ids(tmp_path):
+    runs = expand(load_sweep(write_sweep(tmp_path / "s.yaml")))
+    identify(runs)
+    assert len(runs) == 8 and len({r.id for r in runs}) == 8
+    assert {(r.axes["model"], r.axes["data.n_train"], r.seed) for r in runs} == {
+        (m, n, s) for m in ("ERM", "Oracle") for n in (200, 300) for s in (0, 1)}
+
+
+def test_random_search_is_seeded_per_axis(tmp_path):
+    axes = {"model.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "model.width": [8, 16, 32]}
+    base = expand(load_sweep(write_sweep(tmp_path / "a.yaml", axes=axes, search="random", samples=5)))
+    more = expand(load_sweep(write_sweep(tmp_path / "b.yaml", axes={**axes, "model.depth": [1, 2]},
+                                         search="random", samples=5)))
+    assert len(base) == 10
+    assert all(1e-4 <= r.axes["model.lr"] <= 1e-2 for r in base)
+    # Adding an axis leaves the draws of the others unchanged.
+    assert [r.axes["model.lr"] for r in base] == [r.axes["model.lr"] for r in more]
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"axes": {"model.bogus": [1]}}, "model.bogus"),
+    ({"axes": {"data.train_corrs": [[2.0, 0.5]]}}, "train_corrs"),
+    ({"colours": 3}, "sweep.colours: unknown key"),
+    ({"axes": {"model.width": []}}, "sweep.axes.model.width"),
+    ({"search": "bayes"}, "sweep.search"),
+])
+def test_bad_sweep_file_one_line_exit_2_nothing_started(tmp_path, monkeypatch, capsys, fields, message):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "bad.yaml", **fields)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("sweep", "-c", str(sweep), "--out", "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: s\naxes: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(bad)
+
+
+class Exploding(ERM):
+    """Fails mid-training at width 16: a run that breaks after the sweep has started."""
+
+    def training_step(self, batch, batch_idx):
+        if self.hparams.width == 16:
+            raise RuntimeError("boom at width 16")
+        return super().training_step(batch, batch_idx)
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model": ["test_sweep.Exploding"], "model.width": [8, 16]},
+                        seeds=[0])
+    run_cli("sweep", "-c", str(sweep), "--out", "out")
+    runs = [d for d in (tmp_path / "out/s").iterdir() if d.is_dir()]
+    assert len(runs) == 2
+    (ok,) = finished(tmp_path / "out/s")
+    failed = next(d for d in runs if d != ok)
+    assert "boom at width 16" in (failed / "error.txt").read_text()
+    assert not (failed / "done").exists()
+
+
+def test_sweep_killed_with_sigkill_resumes_without_losing_or_repeating_a_run(tmp_path):
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8, 16, 24], "data.n_train": [200, 300]})
+    cmd = [sys.executable, "-m", "testbed", "sweep", "-c", str(sweep), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = tmp_path / "out/s"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (root.exists() and len(finished(root)) >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = len(finished(root))
+    assert 2 <= killed_after < 12, "the sweep must be killed mid-way"
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    runs = [d for d in root.iterdir() if d.is_dir()]
+    assert len(runs) == len(finished(root)) == 12  # every run present, exactly once
+    for d in runs:
+        assert json.loads((d / "results.json").read_text())["metrics"]["test/acc_avg"] >= 0
+        assert json.loads((d / "run.json").read_text())["id"] == d.name
+        assert not [f for f in d.iterdir() if f.name.startswith(".")], "no temporary file left behind"
+
+
+def test_ray_executor_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model": ["ERM", "Oracle"]}, seeds=[0])
+    run_cli("sweep", "-c", str(sweep), "--out", "out", "--executor", "ray")
+    assert len(finished(tmp_path / "out/s")) == 2
