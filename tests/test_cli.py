@@ -65,7 +65,7 @@ BAD_INPUTS = [
     (["--data.n_train=-5"], "data.n_train: -5 is not allowed; it must be a positive number"),
     (["--model.width=0"], "model.width: 0 is not allowed"),
     (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of ERM, Oracle"),
-    (["--data=Nope"], "data: unknown environment 'Nope'; choose one of SpuriousShapes"),
+    (["--data=Nope"], "data: unknown environment 'Nope'; choose one of CelebA, ColoredMNIST, "),
     (["--model.arch=vit"], "model.arch: 'vit' is not allowed; choose one of mlp, cnn, resnet"),
     (["--data.bogus=1"], "data.bogus: unknown option"),
     (["-c", "missing.yaml"], "config: File does not exist"),
