@@ -1,0 +1,118 @@
+"""Waterbirds, CelebA and WildsEnv on tiny copies in WILDS' on-disk formats, read by WILDS' own loaders."""
+
+import pytest
+import torch
+from conftest import CONFIGS, QUIET, results, run_cli
+from fake_data import LAND, WATER, write_celeba, write_waterbirds
+from testbed.baselines import Oracle
+from testbed.envs import CelebA, Waterbirds, WildsEnv
+
+from testbed.errors import ConfigError
+
+# Samples per (label, attribute) group in each split: the training split is spurious, the others balanced.
+GROUPS = {
+    "train": {(0, 0): 30, (0, 1): 6, (1, 0): 4, (1, 1): 20},
+    "val": {(0, 0): 3, (0, 1): 3, (1, 0): 3, (1, 1): 3},
+    "test": {(0, 0): 5, (0, 1): 5, (1, 0): 5, (1, 1): 5},
+}
+
+
+def counts(split: str) -> list[list[int]]:
+    return [[GROUPS[split][(y, a)] for a in (0, 1)] for y in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("data")
+    write_waterbirds(folder, GROUPS)
+    write_celeba(folder, GROUPS)
+    return str(folder)
+
+
+@pytest.mark.parametrize("cls", [Waterbirds, CelebA])
+def test_splits_become_sub_environments_with_their_group_counts(root, cls):
+    env = cls(root=root, image_size=8)
+    assert [s.name for s in env.specs] == ["train:train", "id:val", "ood:test"]
+    assert [s.corr for s in env.specs] == pytest.approx([50 / 60, 0.5, 0.5])
+    assert {n: c.tolist() for n, c in env.group_counts().items()} == {
+        "train:train": counts("train"), "id:val": counts("val"), "ood:test": counts("test")}
+    assert env.interventions == () and (env.n_classes, env.n_attr) == (2, 2)
+
+
+def test_images_are_decoded_once_as_uint8_and_normalised_on_the_device(root):
+    env = Waterbirds(root=root, image_size=8)
+    env.setup()
+    b = env.data["train:train"]
+    assert b.x.dtype == torch.uint8 and b.x.shape == (60, 3, 8, 8)
+    # The background colour of each photo matches its place in metadata.csv: rows were read in order.
+    corner = b.x[:, :, 0, 0].float()
+    expected = torch.tensor([WATER if a else LAND for a in b.a.tolist()], dtype=torch.float)
+    assert (corner - expected).abs().max() < 12
+    x = env.on_after_batch_transfer(b, 0).x
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 3
+
+
+@pytest.mark.parametrize("corr,expected", [
+    (0.5, [[6, 6], [4, 4]]), (0.9, [[30, 3], [2, 20]]), (1.0, [[30, 0], [0, 20]]),
+])
+def test_training_data_are_resampled_to_the_target_correlation(root, corr, expected):
+    env = Waterbirds(root=root, image_size=8, train_corr=corr)
+    assert env.group_counts()["train:train"].tolist() == expected
+    assert env.group_counts()["ood:test"].tolist() == counts("test")
+    env.setup()
+    b = env.data["train:train"]
+    assert (b.a == b.y).double().mean().item() == pytest.approx(env.specs[0].corr)
+    assert abs(env.specs[0].corr - corr) < 0.05
+
+
+def test_celeba_resamples_hair_colour_against_sex(root):
+    env = CelebA(root=root, image_size=8, train_corr=0.25)
+    assert env.group_counts()["train:train"].tolist() == [[2, 6], [4, 1]]
+
+
+def test_more_training_samples_extend_fewer_and_keep_group_proportions(root):
+    small, large = (Waterbirds(root=root, image_size=8, n_train=n) for n in (20, 40))
+    s, l_ = small.rows["train:train"], large.rows["train:train"]
+    assert torch.equal(s, l_[:20])
+    assert small.group_counts()["train:train"].tolist() == [[10, 2], [1, 7]]
+
+
+def test_query_draws_training_samples_with_the_attribute(root):
+    env = Waterbirds(root=root, image_size=8, train_corr=0.5)
+    b = env.query(a=1, n=50, generator=torch.Generator().manual_seed(0))
+    assert b.x.shape == (50, 3, 8, 8) and (b.a == 1).all() and (b.e == 0).all()
+    assert (b.y == 1).sum() > 50 * 0.6  # drawn from the whole training split, where water goes with waterbirds
+
+
+def test_any_wilds_dataset_with_a_chosen_field_and_split_roles(root):
+    env = WildsEnv("celebA", "male", root=root, image_size=8, splits={"train": "train", "test": "ood"})
+    assert [s.name for s in env.specs] == ["train:train", "ood:test"]
+    with pytest.raises(ConfigError, match="spurious_field: 'hair' is not allowed; choose one of male"):
+        WildsEnv("celebA", "hair", root=root)
+    with pytest.raises(ConfigError, match="splits: 'id_val' is not allowed; choose one of train, val, test"):
+        WildsEnv("waterbirds", "background", root=root, splits={"id_val": "id"})
+
+
+def test_bad_knobs_name_the_field(root):
+    with pytest.raises(ConfigError, match="n_train: 61 is not allowed; waterbirds has 60 training samples"):
+        Waterbirds(root=root, n_train=61)
+    with pytest.raises(ConfigError, match="train_corr: 1.5 is outside"):
+        Waterbirds(root=root, train_corr=1.5)
+    with pytest.raises(ConfigError, match="dataset: 'birds' is not allowed"):
+        WildsEnv("birds", "background", root=root)
+
+
+def test_oracle_needs_interventions_that_wilds_data_cannot_give(root):
+    with pytest.raises(ConfigError, match="Oracle needs an environment that can intervene"):
+        Oracle().check_env(Waterbirds(root=root, image_size=8))
+
+
+def test_erm_trains_on_waterbirds_through_the_cli(workdir, root):
+    run_cli("fit", "-c", str(CONFIGS / "envs/waterbirds.yaml"), "-c", str(CONFIGS / "baselines/erm.yaml"), *QUIET,
+            f"--data.root={root}", "--data.image_size=8", "--data.num_workers=0", "--data.train_corr=0.9",
+            "--trainer.max_epochs=1")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    assert run["data"] == "Waterbirds" and run["n_train"] == 55
+    assert {"test/train:train/acc", "test/id:val/acc_wg", "test/ood:test/acc", "test/acc_wg"} <= set(run["metrics"])
+    assert not any("spurious_reliance" in k for k in run["metrics"])
+
