@@ -11,12 +11,13 @@ SCALE = ["params", "n_train", "steps", "flops", "corr"]
 
 
 def parse_key(key: str) -> tuple[str, str, str, str, float | None]:
-    """`test/ood:corr=0.10/acc` -> (stage, env, role, metric, env_corr); aggregates have env "all"."""
+    """`test/ood:corr=0.10/acc` -> (stage, env, role, metric, env_corr); aggregates have env "all".
+    Environments without a set correlation (`ood:test` of a WILDS split) get env_corr None."""
     stage, *env, metric = key.split("/")
     if not env:
         return stage, "all", "", metric, None
-    role, _, corr = env[0].partition(":corr=")
-    return stage, env[0], role, metric, float(corr) if corr else None
+    role, _, rest = env[0].partition(":")
+    return stage, env[0], role, metric, float(rest[5:]) if rest.startswith("corr=") else None
 
 
 def run_rows(run_dir: Path) -> list[dict]:

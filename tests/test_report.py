@@ -68,3 +68,11 @@ def test_collect_plot_and_report_from_a_real_sweep(tmp_path, monkeypatch):
     report = (tmp_path / "out/mini/report.md").read_text()
     assert "## OOD gap vs parameters" in report and "![scaling_params](figures/scaling_params.png)" in report
     assert any(v in report for v in ("**closes**", "**does not close**", "**inconclusive**"))
+
+
+def test_keys_parse_into_stage_env_role_metric_and_correlation():
+    from testbed.collect import parse_key
+
+    assert parse_key("test/ood:corr=0.10/acc") == ("test", "ood:corr=0.10", "ood", "acc", 0.1)
+    assert parse_key("test/ood:test/acc_wg") == ("test", "ood:test", "ood", "acc_wg", None)
+    assert parse_key("test/acc_avg") == ("test", "all", "", "acc_avg", None)
