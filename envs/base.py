@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from testbed.errors import ConfigError, check_positive
+from testbed.errors import ConfigError, check_positive, check_unit
 
 Role = Literal["train", "id", "ood"]
 
@@ -36,6 +36,16 @@ class EnvSpec:
     @property
     def name(self) -> str:
         return f"{self.role}:corr={self.corr:.2f}"
+
+
+def corr_specs(train_corrs: tuple[float, ...], val_corrs: tuple[float, ...] | None,
+               test_corrs: tuple[float, ...]) -> list[EnvSpec]:
+    """Sub-environments from a correlation per environment and role; held-out ones default to training's."""
+    val_corrs = train_corrs if val_corrs is None else val_corrs
+    for field, corrs in [("train_corrs", train_corrs), ("val_corrs", val_corrs), ("test_corrs", test_corrs)]:
+        check_unit(field, corrs)
+    return ([EnvSpec("train", c) for c in train_corrs] + [EnvSpec("id", c) for c in val_corrs]
+            + [EnvSpec("ood", c) for c in test_corrs])
 
 
 def concat(batches: list[Batch]) -> Batch:

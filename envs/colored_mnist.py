@@ -15,7 +15,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
 from testbed.envs.files import require_files
 from torch import Tensor
 from torchvision.datasets import MNIST
@@ -68,15 +68,12 @@ class ColoredMNIST(ShiftedEnv):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
-        val_corrs = train_corrs if val_corrs is None else val_corrs
-        for field, value in [("train_corrs", train_corrs), ("val_corrs", val_corrs), ("test_corrs", test_corrs),
-                             ("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
+        self.specs = corr_specs(train_corrs, val_corrs, test_corrs)
+        for field, value in [("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
                              ("p_break", p_break)]:
             check_unit(field, value)
         for field, value in [("image_size", image_size), ("n_train", n_train), ("n_val", n_val), ("n_test", n_test)]:
             check_positive(field, value)
-        self.specs = ([EnvSpec("train", c) for c in train_corrs] + [EnvSpec("id", c) for c in val_corrs]
-                      + [EnvSpec("ood", c) for c in test_corrs])
         self.check_specs()
         self.label_noise, self.spurious_saliency, self.p_break = label_noise, spurious_saliency, p_break
         self.image_size, self.n_train, self.n_val, self.n_test = image_size, n_train, n_val, n_test

@@ -9,7 +9,7 @@ colour or the shape replaced, which gives counterfactual reliance metrics.
 from typing import Literal
 
 import torch
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
 from torch import Tensor
 
 from testbed.errors import ConfigError, check_positive, check_unit
@@ -73,9 +73,8 @@ class SpuriousShapes(ShiftedEnv):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
-        val_corrs = train_corrs if val_corrs is None else val_corrs
-        for field, value in [("train_corrs", train_corrs), ("val_corrs", val_corrs), ("test_corrs", test_corrs),
-                             ("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
+        self.specs = corr_specs(train_corrs, val_corrs, test_corrs)
+        for field, value in [("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
                              ("causal_difficulty", causal_difficulty), ("p_break", p_break)]:
             check_unit(field, value)
         for field, value in [("image_size", image_size), ("n_train", n_train), ("n_val", n_val),
@@ -88,8 +87,6 @@ class SpuriousShapes(ShiftedEnv):
         if spurious_feature not in ("color", "background", "patch"):
             raise ConfigError(f"spurious_feature: {spurious_feature!r} is not allowed; "
                               "choose one of color, background, patch")
-        self.specs = ([EnvSpec("train", c) for c in train_corrs] + [EnvSpec("id", c) for c in val_corrs]
-                      + [EnvSpec("ood", c) for c in test_corrs])
         self.check_specs()
         self.label_noise, self.p_break = label_noise, p_break
         self.spurious_saliency, self.spurious_feature = spurious_saliency, spurious_feature
