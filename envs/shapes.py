@@ -73,6 +73,7 @@ class SpuriousShapes(ShiftedEnv):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
+        self.save_hyperparameters()
         val_corrs = train_corrs if val_corrs is None else val_corrs
         for field, value in [("train_corrs", train_corrs), ("val_corrs", val_corrs), ("test_corrs", test_corrs),
                              ("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
