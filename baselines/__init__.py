@@ -1,6 +1,9 @@
 """Training regimes and reference methods (installed as `testbed.baselines`)."""
 
 from testbed.baselines.erm import ERM
+from testbed.baselines.group_dro import GroupDRO
+from testbed.baselines.irm import IRM
 from testbed.baselines.oracle import Oracle
+from testbed.baselines.vrex import VREx
 
-__all__ = ["ERM", "Oracle"]
+__all__ = ["ERM", "GroupDRO", "IRM", "Oracle", "VREx"]
