@@ -5,8 +5,11 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+import torch
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+# The tests train tiny models: one thread is as fast for them and does not oversubscribe a shared CPU.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
