@@ -24,6 +24,14 @@ def run_cli(*args: str) -> None:
         main([*args])
 
 
+def cli_error(capsys: pytest.CaptureFixture, *args: str) -> list[str]:
+    """Run `testbed ARGS`, which must fail with exit status 2; return the lines it wrote to stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(*args)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
 def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 

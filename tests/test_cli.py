@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIGS, QUIET, results, run_cli
+from conftest import CONFIGS, QUIET, cli_error, results, run_cli
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
 ERM = str(CONFIGS / "baselines" / "erm.yaml")
@@ -75,10 +75,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[m.split(":")[0] for _, m in BAD_INPUTS])
 def test_bad_input_gives_one_line_and_status_2_and_writes_nothing(workdir, capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli("fit", "-c", CONFOUNDED, "-c", ERM, *args)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error(capsys, "fit", "-c", CONFOUNDED, "-c", ERM, *args)
     assert len(err) == 1 and err[0].startswith(f"testbed: error: {message}"), err
     assert list(workdir.iterdir()) == []
 

@@ -3,7 +3,7 @@
 import csv
 
 import pytest
-from conftest import CONFIGS, QUIET, results, run_cli
+from conftest import CONFIGS, QUIET, cli_error, results, run_cli
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
 CONTINUAL = str(CONFIGS / "baselines" / "continual_finetune.yaml")
@@ -38,16 +38,11 @@ def test_each_phase_learns_its_spurious_correlation_and_fails_the_held_out_futur
     (["--model.future=[{label_noise: 2}]"], "model.future[0]: label_noise: 2 is outside the allowed range [0, 1]"),
 ])
 def test_a_bad_phase_gives_one_line_and_writes_nothing(workdir, capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli("fit", "-c", CONFOUNDED, "-c", CONTINUAL, *args)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error(capsys, "fit", "-c", CONFOUNDED, "-c", CONTINUAL, *args)
     assert len(err) == 1 and err[0].startswith(f"testbed: error: {message}"), err
     assert list(workdir.iterdir()) == []
 
 
 def test_epochs_must_split_evenly_over_the_phases(workdir, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli("fit", "-c", CONFOUNDED, "-c", CONTINUAL, *SMALL, "--trainer.max_epochs=4")
-    assert exit_.value.code == 2
-    assert "trainer.max_epochs: 4 does not split evenly over 3 phases" in capsys.readouterr().err
+    err = cli_error(capsys, "fit", "-c", CONFOUNDED, "-c", CONTINUAL, *SMALL, "--trainer.max_epochs=4")
+    assert err[-1] == "testbed: error: trainer.max_epochs: 4 does not split evenly over 3 phases"
