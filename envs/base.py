@@ -7,7 +7,7 @@ the group of a sample is `g = y * n_classes + a`.
 """
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -101,6 +101,9 @@ class ShiftedEnv(L.LightningDataModule):
         check_positive("eval_batch_size", eval_batch_size)
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.data: dict[str, Batch] = {}
+        # Training data a regime serves in place of the training environments (a phase of ContinualFinetune);
+        # Lightning picks it up when it next asks for `train_dataloader`.
+        self.served: Batch | None = None
 
     @property
     def n_attr(self) -> int:
@@ -114,6 +117,16 @@ class ShiftedEnv(L.LightningDataModule):
         for role in ("train", "ood"):
             if not any(s.role == role for s in self.specs):
                 raise ConfigError(f"environments: at least one '{role}' environment is required")
+
+    def variant(self, **changes: Any) -> "ShiftedEnv":
+        """The same environment with some init arguments changed (another correlation, another spurious
+        feature): a new phase or a future shift. Subclasses support it by calling `save_hyperparameters()`."""
+        knobs = {k: v for k, v in self.hparams.items() if not k.startswith("_")}  # not LightningCLI's _class_path
+        unknown = sorted(set(changes) - set(knobs))
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} has no knob {unknown[0]!r} to vary; "
+                              f"it has {', '.join(knobs) or 'none'}")
+        return type(self)(**{**knobs, **changes})
 
     def make(self, spec: EnvSpec, index: int) -> Batch:
         """Generate or load the samples of one sub-environment; `index` is its position in `specs`."""
@@ -136,7 +149,7 @@ class ShiftedEnv(L.LightningDataModule):
 
     @property
     def train_data(self) -> Batch:
-        return concat([self.data[n] for n in self.names("train")])
+        return self.served if self.served is not None else concat([self.data[n] for n in self.names("train")])
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -73,6 +73,7 @@ class SpuriousShapes(ShiftedEnv):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed)
+        self.save_hyperparameters()
         self.specs = corr_specs(train_corrs, val_corrs, test_corrs)
         for field, value in [("label_noise", label_noise), ("spurious_saliency", spurious_saliency),
                              ("causal_difficulty", causal_difficulty), ("p_break", p_break)]:

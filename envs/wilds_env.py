@@ -220,11 +220,15 @@ class WildsEnv(ShiftedEnv):
         mean, std = (torch.tensor(s, device=batch.x.device)[:, None, None] for s in (IMAGENET_MEAN, IMAGENET_STD))
         return batch._replace(x=(batch.x.float() / 255 - mean) / std)
 
-    def query(self, a: int, n: int, generator: torch.Generator | None = None) -> Batch:
-        """Draw `n` samples (with replacement) of the whole training data that have attribute `a`: the weaker
-        stand-in for do(a) where no renderer exists. Inputs are uint8, as in `data`; batches become model
+    def query(self, a: Tensor, generator: torch.Generator | None = None) -> Batch:
+        """For each requested attribute value, one training sample (drawn with replacement) that has it: the
+        weaker stand-in for do(a) where no renderer exists. Inputs are uint8, as in `data`; they become model
         inputs in `on_after_batch_transfer`."""
-        pool = self.train_pool[self.a[self.train_pool] == a]
-        if len(pool) == 0:
-            raise ValueError(f"no training sample of {self.dataset} has {self.spurious_field} = {a}")
-        return self.load(pool[torch.randint(len(pool), (n,), generator=generator)])
+        rows = torch.empty(len(a), dtype=torch.long)
+        for v in a.unique().tolist():
+            pool = self.train_pool[self.a[self.train_pool] == v]
+            if len(pool) == 0:
+                raise ValueError(f"no training sample of {self.dataset} has {self.spurious_field} = {v}")
+            where = (a == v).nonzero().squeeze(1).cpu()
+            rows[where] = pool[torch.randint(len(pool), (len(where),), generator=generator)]
+        return self.load(rows)

@@ -8,6 +8,7 @@ import time
 import warnings
 
 from jsonargparse import ArgumentError, ArgumentParser
+from lightning import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -46,8 +47,12 @@ class TestbedCLI(LightningCLI):
         seed = self.config[self.subcommand].get("seed_everything")
         return None if isinstance(seed, bool) else seed
 
-    def before_fit(self) -> None:
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        # Check the model against the environment before the trainer prints anything: an error stays one line.
         self.model.check_env(self.datamodule)
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
         self._start = time.perf_counter()
 
     def after_fit(self) -> None:

@@ -4,15 +4,17 @@ It owns the backbone, the optimiser, evaluation (per-environment accuracy, worst
 flip rates) and logging. A subclass only defines `training_step` and, for regimes, its phase logic.
 """
 
+from pathlib import Path
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from testbed.backbones import Arch, build_backbone, count_params, training_flops_per_sample
-from testbed.envs.base import Batch, ShiftedEnv
+from testbed.envs.base import Batch, ShiftedEnv, TensorLoader
 from testbed.errors import ConfigError, check_positive
-from testbed.metrics import summarize, tally
+from testbed.metrics import env_metrics, summarize, tally
 
 
 class Baseline(L.LightningModule):
@@ -24,11 +26,13 @@ class Baseline(L.LightningModule):
         depth: hidden layers (mlp), conv blocks (cnn) or blocks per stage (resnet).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        init_ckpt: a checkpoint of the same backbone to start from (e.g. an ERM run's) instead of a random init.
         input_shape, n_classes: linked from the environment by the CLI.
     """
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
-                 weight_decay: float = 0.0, input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
+                 weight_decay: float = 0.0, init_ckpt: str | None = None, input_shape: tuple[int, ...] = (3, 28, 28),
+                 n_classes: int = 2) -> None:
         super().__init__()
         if type(self) is Baseline:
             raise ConfigError("model: Baseline is the shared base class; give a baseline such as --model=ERM")
@@ -39,12 +43,28 @@ class Baseline(L.LightningModule):
         self.net = build_backbone(arch, input_shape, n_classes, width, depth)
         self.n_params = count_params(self.net)
         self.flops_per_sample = training_flops_per_sample(self.net, input_shape)
+        if init_ckpt is not None:
+            self.load_weights(init_ckpt)
         self.samples_seen = 0
         self.tallies: dict[str, Tensor] = {}
         self.results: dict[str, float] = {}
 
+    def load_weights(self, path: str) -> None:
+        """Start from the weights of a Lightning checkpoint of the same backbone."""
+        if not Path(path).is_file():
+            raise ConfigError(f"init_ckpt: {path} is not a file")
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(f"init_ckpt: {path} does not fit this backbone ({str(err).splitlines()[0]})") from err
+
     def check_env(self, env: ShiftedEnv) -> None:
         """Raise a ConfigError if this baseline cannot train on `env` (called before anything is written)."""
+
+    def extra_results(self) -> dict[str, object]:
+        """What a regime adds to `results.json` beside the test metrics (phases, stream curves)."""
+        return {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -57,15 +77,23 @@ class Baseline(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def erm_step(self, batch: Batch) -> Tensor:
-        """Mean cross-entropy on the batch, logged with the training accuracy."""
-        logits = self(batch.x)
-        loss = F.cross_entropy(logits, batch.y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == batch.y).float().mean(), on_step=False, on_epoch=True)
-        return loss
+        """Mean cross-entropy on the batch."""
+        return self.cross_entropy(self(batch.x), batch.y).mean()
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Per-sample cross-entropy; its mean is logged as the training loss, with the training accuracy."""
+        losses = F.cross_entropy(logits, y, reduction="none")
+        self.log("train/loss", losses.mean(), on_step=False, on_epoch=True)
+        self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
+        return losses
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.samples_seen += len(batch.y)
+
+    @property
+    def total_samples(self) -> int:
+        """Training samples seen so far, over all ranks."""
+        return self.samples_seen * self.trainer.world_size
 
     # Evaluation: validation and test share one path; only the test stage runs interventions.
     def _start(self, stage: str) -> None:
@@ -75,22 +103,39 @@ class Baseline(L.LightningModule):
                         for n in env.eval_names(stage)}
         self._cf_gen = torch.Generator().manual_seed(0)
 
-    def _other(self, v: Tensor, k: int) -> Tensor:
+    @staticmethod
+    def _other(v: Tensor, k: int, gen: torch.Generator) -> Tensor:
         """A different value for each entry, uniformly among the k - 1 others."""
-        shift = torch.randint(1, k, v.shape, generator=self._cf_gen).to(v.device)
+        shift = torch.randint(1, k, v.shape, generator=gen).to(v.device)
         return (v + shift) % k
+
+    def score(self, env: ShiftedEnv, batch: Batch, cf_gen: torch.Generator | None = None) -> Tensor:
+        """The tally of one batch of `env`; with a generator for the counterfactual values, it also counts
+        the predictions that flip under do(a) and do(causal)."""
+        pred = self(batch.x).argmax(1)
+        pred_a = pred_c = None
+        if cf_gen is not None and "a" in env.interventions:
+            pred_a = self(env.intervene(batch, a=self._other(batch.a, env.n_attr, cf_gen))).argmax(1)
+        if cf_gen is not None and "causal" in env.interventions:
+            pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes, cf_gen))).argmax(1)
+        return tally(pred, batch.y, batch.a, env.n_attr, env.n_classes * env.n_attr, pred_a, pred_c)
+
+    @torch.no_grad()
+    def evaluate(self, env: ShiftedEnv, names: list[str], counterfactual: bool = True) -> dict[str, float]:
+        """Metrics of `env`'s named sub-environments pooled, outside Lightning's loops: how regimes score
+        environments other than the datamodule's (phases) or score it mid-epoch (streams)."""
+        training, gen = self.training, torch.Generator().manual_seed(0) if counterfactual else None
+        self.eval()
+        batches = (env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in batch)), 0)  # as Lightning would
+                   for name in names for batch in TensorLoader(env.data[name], env.eval_batch_size))
+        total = sum(self.score(env, batch, gen) for batch in batches)
+        self.train(training)
+        return env_metrics(total, env.interventions if counterfactual else ())
 
     def _step(self, stage: str, batch: Batch, dataloader_idx: int) -> None:
         env = self.env
-        pred = self(batch.x).argmax(1)
-        pred_a = pred_c = None
-        if stage == "test" and "a" in env.interventions:
-            pred_a = self(env.intervene(batch, a=self._other(batch.a, env.n_attr))).argmax(1)
-        if stage == "test" and "causal" in env.interventions:
-            pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes))).argmax(1)
         name = env.eval_names(stage)[dataloader_idx]
-        n_groups = env.n_classes * env.n_attr
-        self.tallies[name] += tally(pred, batch.y, batch.a, env.n_attr, n_groups, pred_a, pred_c)
+        self.tallies[name] += self.score(env, batch, self._cf_gen if stage == "test" else None)
 
     def _end(self, stage: str) -> dict[str, float]:
         env = self.env

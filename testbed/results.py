@@ -46,6 +46,7 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "train_flops": samples * model.flops_per_sample,
         "wall_time_s": wall_time_s,
         "versions": versions(),
+        **model.extra_results(),
     }
 
 

@@ -5,8 +5,11 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+import torch
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+# The tests train tiny models: one thread is as fast for them and does not oversubscribe a shared CPU.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -19,6 +22,14 @@ def run_cli(*args: str) -> None:
 
     with patch.object(sys, "argv", ["testbed"]):
         main([*args])
+
+
+def cli_error(capsys: pytest.CaptureFixture, *args: str) -> list[str]:
+    """Run `testbed ARGS`, which must fail with exit status 2; return the lines it wrote to stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(*args)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
 
 
 def results(run_dir: Path) -> dict:

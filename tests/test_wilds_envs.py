@@ -1,10 +1,11 @@
 """Waterbirds, CelebA and WildsEnv on tiny copies in WILDS' on-disk formats, read by WILDS' own loaders."""
 
+import lightning as L
 import pytest
 import torch
 from conftest import CONFIGS, QUIET, results, run_cli
 from fake_data import LAND, WATER, write_celeba, write_waterbirds
-from testbed.baselines import Oracle
+from testbed.baselines import Online, Oracle
 from testbed.envs import CelebA, Waterbirds, WildsEnv
 
 from testbed.errors import ConfigError
@@ -79,9 +80,21 @@ def test_more_training_samples_extend_fewer_and_keep_group_proportions(root):
 
 def test_query_draws_training_samples_with_the_attribute(root):
     env = Waterbirds(root=root, image_size=8, train_corr=0.5)
-    b = env.query(a=1, n=50, generator=torch.Generator().manual_seed(0))
-    assert b.x.shape == (50, 3, 8, 8) and (b.a == 1).all() and (b.e == 0).all()
-    assert (b.y == 1).sum() > 50 * 0.6  # drawn from the whole training split, where water goes with waterbirds
+    wanted = torch.tensor([1] * 50 + [0] * 50)
+    b = env.query(a=wanted, generator=torch.Generator().manual_seed(0))
+    assert b.x.shape == (100, 3, 8, 8) and torch.equal(b.a, wanted) and (b.e == 0).all()
+    assert (b.y[:50] == 1).sum() > 50 * 0.6  # drawn from the whole training split, where water goes with waterbirds
+
+
+def test_online_learner_queries_a_dataset_without_a_renderer(root):
+    """Queried samples are raw uint8 like the stored data; Online turns them into model inputs first."""
+    env = Waterbirds(root=root, image_size=8, batch_size=8)
+    model = Online(mode="interventional", fraction=0.5, budget=32, arch="mlp", width=8,
+                   input_shape=env.input_shape, n_classes=env.n_classes)
+    model.check_env(env)
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(model, datamodule=env)
+    assert model.total_samples >= 32
 
 
 def test_any_wilds_dataset_with_a_chosen_field_and_split_roles(root):

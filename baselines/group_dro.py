@@ -1,0 +1,36 @@
+"""GroupDRO: distributionally robust optimisation over groups (Sagawa et al. 2020)."""
+
+import torch
+from testbed.baselines.risks import group_risks
+from testbed.envs.base import Batch
+from torch import Tensor
+
+from testbed.errors import check_positive
+from testbed.module import Baseline
+
+
+class GroupDRO(Baseline):
+    """Minimise the worst group's risk by online mirror ascent on group weights q: after each step
+    q_g <- q_g * exp(eta * risk_g), normalised, and the loss is sum_g q_g risk_g. Groups are
+    g = y * n_attr + a, so the rare groups where the attribute disagrees with the label gain weight.
+
+    Args:
+        eta: step size of the group weights (Sagawa et al. 2020 and DomainBed use 0.01).
+    """
+
+    q: Tensor  # group weights, set when fitting starts
+
+    def __init__(self, eta: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_positive("eta", eta)
+
+    def on_fit_start(self) -> None:
+        n_groups = self.env.n_classes * self.env.n_attr
+        self.q = torch.full((n_groups,), 1.0 / n_groups, device=self.device)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        g = batch.y * self.env.n_attr + batch.a
+        ids, risks = group_risks(self.cross_entropy(self(batch.x), batch.y), g)
+        self.q[ids] *= torch.exp(self.hparams.eta * risks.detach())
+        self.q /= self.q.sum()
+        return (self.q[ids] * risks).sum()
