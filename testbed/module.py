@@ -40,6 +40,8 @@ class Baseline(L.LightningModule):
         self.n_params = count_params(self.net)
         self.flops_per_sample = training_flops_per_sample(self.net, input_shape)
         self.samples_seen = 0
+        self.train_sums: Tensor | None = None  # [summed loss, correct] of this epoch, on the device
+        self.train_count = 0
         self.tallies: dict[str, Tensor] = {}
         self.results: dict[str, float] = {}
 
@@ -57,12 +59,26 @@ class Baseline(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def erm_step(self, batch: Batch) -> Tensor:
-        """Mean cross-entropy on the batch, logged with the training accuracy."""
+        """Mean cross-entropy on the batch; its loss and accuracy are tracked for the epoch's log."""
         logits = self(batch.x)
         loss = F.cross_entropy(logits, batch.y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == batch.y).float().mean(), on_step=False, on_epoch=True)
+        self.track(loss, logits, batch.y)
         return loss
+
+    def track(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        """Add a batch's summed loss and correct predictions to on-device sums, logged once per epoch as
+        `train/loss` and `train/acc`: no per-step `self.log`, whose bookkeeping costs more than a small step."""
+        batch = torch.stack([loss.detach() * len(y), (logits.detach().argmax(1) == y).sum().to(loss.dtype)])
+        self.train_sums = batch if self.train_sums is None else self.train_sums + batch
+        self.train_count += len(y)
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums, self.train_count = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_sums is not None:
+            loss, acc = (self.train_sums / self.train_count).tolist()
+            self.log_dict({"train/loss": loss, "train/acc": acc})
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.samples_seen += len(batch.y)

@@ -176,7 +176,7 @@ def execute(run: Run, root: Path) -> str:
     quiet = [as_arg("trainer.logger", logger), "--trainer.enable_progress_bar=false",
              "--trainer.enable_model_summary=false"]
     try:
-        lightning_cli(["fit", *run.argv, *quiet])
+        lightning_cli(["fit", *run.argv, *quiet], reuse_parser=True)
     except (Exception, SystemExit):
         write_atomic(out / "error.txt", traceback.format_exc())
         return "failed"
