@@ -17,15 +17,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from common import interleaved, pin_threads, timed
+from testbed.envs.base import ShiftedEnv, TensorLoader
 
 from testbed.cli import resolver
-from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.metrics import summarize, tally
 from testbed.sweep import Run, execute, expand, identify, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # A representative subset of the quickstart sweep: its smallest and its largest model and data sizes.
-SUBSET = [{"model": m, "model.width": w, "data.n_train": n} for m in ("ERM", "Oracle") for w, n in ((8, 500), (512, 500))]
+SUBSET = [{"model": m, "model.width": w, "data.n_train": n}
+          for m in ("ERM", "Oracle") for w, n in ((8, 500), (512, 500))]
 
 
 def quickstart_subset() -> list[Run]:
@@ -89,6 +90,23 @@ def testbed_run(run: Run, root: Path) -> float:
     return timed(lambda: execute(run, root))
 
 
+def bench(run: Run, tmp: Path, repeats: int) -> None:
+    """Check that both paths give the same test metrics, then time them interleaved."""
+    execute(run, tmp / "check")
+    _, mine = hand_run(run, tmp)
+    theirs = json.loads((tmp / "check" / run.id / "results.json").read_text())["metrics"]
+    same = all(abs(theirs[k] - v) <= 1e-6 for k, v in mine.items())
+    fresh = lambda: tmp / f"r{len(list(tmp.iterdir()))}"  # noqa: E731  (an empty sweep folder each time)
+    times = interleaved({"hand-written loop": lambda: hand_run(run, tmp)[0],
+                         "testbed sweep run": lambda: testbed_run(run, fresh())}, repeats=repeats)
+    hand, mine_t = (statistics.median(times[k]) for k in times)
+    low = min(times["testbed sweep run"]) - min(times["hand-written loop"])
+    print(f"  {run.axes['model']:<6} width {run.axes['model.width']:>3} n_train {run.axes['data.n_train']:>4}"
+          f" ({run.id}): hand {hand * 1e3:7.1f} ms, testbed {mine_t * 1e3:7.1f} ms, ratio {mine_t / hand:5.2f},"
+          f" fixed cost median {(mine_t - hand) * 1e3:6.1f} ms (min-min {low * 1e3:6.1f} ms),"
+          f" same test metrics: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -102,19 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for run in runs:
-            execute(run, tmp / "check")
-            _, mine = hand_run(run, tmp)
-            theirs = json.loads((tmp / "check" / run.id / "results.json").read_text())["metrics"]
-            same = all(abs(theirs[k] - v) <= 1e-6 for k, v in mine.items())
-            fresh = lambda: tmp / f"r{len(list(tmp.iterdir()))}"  # noqa: E731  (an empty sweep folder each time)
-            times = interleaved({"hand-written loop": lambda: hand_run(run, tmp)[0],
-                                 "testbed sweep run": lambda: testbed_run(run, fresh())}, repeats=args.repeats)
-            hand, mine_t = (statistics.median(times[k]) for k in times)
-            low = min(times["testbed sweep run"]) - min(times["hand-written loop"])
-            print(f"  {run.axes['model']:<6} width {run.axes['model.width']:>3} n_train {run.axes['data.n_train']:>4}"
-                  f" ({run.id}): hand {hand * 1e3:7.1f} ms, testbed {mine_t * 1e3:7.1f} ms, ratio {mine_t / hand:5.2f},"
-                  f" fixed cost median {(mine_t - hand) * 1e3:6.1f} ms (min-min {low * 1e3:6.1f} ms),"
-                  f" same test metrics: {same}")
+            bench(run, tmp, args.repeats)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ samples of the training distributions) or `ood` (shifted domains). Every batch i
 the group of a sample is `g = y * n_classes + a`.
 """
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import lightning as L

@@ -71,11 +71,19 @@ class PackedMLP(nn.Module):
         return h
 
 
-def batches(members: list[Member], batch_size: int, epochs: int) -> Iterator[list[Batch]]:
-    """Each member's training batches in the order `TensorLoader` gives a single run, step by step."""
+def batches(members: list[Member], batch_size: int, epochs: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The members' inputs `[N, B, ...]` and labels `[N, B]` step by step, each member's rows in the order
+    `TensorLoader` gives its single run. Rows are gathered into one reused buffer: allocating a fresh
+    multi-megabyte tensor per step costs page faults that outweigh a small model's step."""
     loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in members]
+    x = members[0].data.x
+    buffer = x.new_empty(len(members), batch_size, *x.shape[1:])
     for _ in range(epochs):
-        yield from zip(*(iter(loader) for loader in loaders))
+        for rows in zip(*(loader.indices() for loader in loaders)):
+            xs = buffer[:, :len(rows[0])]
+            for i, (m, r) in enumerate(zip(members, rows)):
+                torch.index_select(m.data.x, 0, r, out=xs[i])
+            yield xs, torch.stack([m.data.y[r] for m, r in zip(members, rows)])
 
 
 def fit_packed(members: list[Member], lr: float, batch_size: int, epochs: int,
@@ -84,8 +92,7 @@ def fit_packed(members: list[Member], lr: float, batch_size: int, epochs: int,
     model = PackedMLP([m.net for m in members])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     losses = []
-    for step in batches(members, batch_size, epochs):
-        x, y = torch.stack([b.x for b in step]), torch.stack([b.y for b in step])
+    for x, y in batches(members, batch_size, epochs):
         logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
         opt.zero_grad(set_to_none=True)
@@ -99,12 +106,14 @@ def train_sequential(member: Member, lr: float, batch_size: int, epochs: int, we
     """Train one member's net in place with Adam, as a plain loop; returns its losses `[steps]`."""
     opt = torch.optim.Adam(member.net.parameters(), lr=lr, weight_decay=weight_decay)
     losses = []
-    for (b,) in batches([member], batch_size, epochs):
-        loss = F.cross_entropy(member.net(b.x), b.y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    loader = TensorLoader(member.data, batch_size, shuffle=True, seed=member.seed)
+    for _ in range(epochs):
+        for b in loader:
+            loss = F.cross_entropy(member.net(b.x), b.y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
     return torch.stack(losses)
 
 
