@@ -55,8 +55,8 @@ def hand_loop(env: SpuriousShapes, init: dict, width: int, depth: int, epochs: i
     def loop() -> None:
         for _ in range(epochs):
             for batch in loader:
+                opt.zero_grad()  # before the forward, as Lightning does: the old gradients are freed first
                 loss = F.cross_entropy(net(batch.x), batch.y)
-                opt.zero_grad()
                 loss.backward()
                 opt.step()
                 losses.append(loss.detach())
