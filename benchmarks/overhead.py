@@ -20,7 +20,7 @@ from testbed.envs.base import TensorLoader
 from testbed.backbones import build_backbone
 
 # (label, width, depth, n_train, epochs): the default MLP, and one whose step takes >= 40 ms here.
-CASES = [("default MLP (width 256, depth 2)", 256, 2, 4096, 2), ("large MLP (width 2048, depth 2)", 2048, 2, 1024, 2)]
+CASES = [("default MLP (width 256, depth 2)", 256, 2, 8192, 2), ("large MLP (width 2048, depth 2)", 2048, 2, 1024, 2)]
 BATCH = 256
 
 
