@@ -67,7 +67,8 @@ class Baseline(L.LightningModule):
 
     def track(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
         """Add a batch's summed loss and correct predictions to on-device sums, logged once per epoch as
-        `train/loss` and `train/acc`: no per-step `self.log`, whose bookkeeping costs more than a small step."""
+        `train/loss` and `train/acc`: no per-step `self.log`, whose bookkeeping is a noticeable share of a
+        small step."""
         batch = torch.stack([loss.detach() * len(y), (logits.detach().argmax(1) == y).sum().to(loss.dtype)])
         self.train_sums = batch if self.train_sums is None else self.train_sums + batch
         self.train_count += len(y)
