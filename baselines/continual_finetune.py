@@ -99,6 +99,7 @@ class ContinualFinetune(Baseline):
             self.track()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if (self.current_epoch + 1) % self.epochs_per_phase == 0:
             self.end_phase()
 

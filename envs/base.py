@@ -6,6 +6,7 @@ samples of the training distributions) or `ood` (shifted domains). Every batch i
 the group of a sample is `g = y * n_classes + a`.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -72,17 +73,23 @@ class TensorLoader:
     def __len__(self) -> int:
         return -(-(self.hi - self.lo) // self.batch_size)
 
-    def __iter__(self):
-        n = len(self.data.y)
+    def indices(self) -> Iterator[Tensor | slice]:
+        """The rows of each batch of the next pass, in order: the one place that fixes the data order
+        (packed training replays it for each packed model)."""
         if self.shuffle:
+            n = len(self.data.y)
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
             self.epoch += 1
-            index = order[self.lo:self.hi]
+            index = order[self.lo:self.hi].to(self.data.y.device)
             for i in range(0, len(index), self.batch_size):
-                yield Batch(*(t[index[i:i + self.batch_size]] for t in self.data))
+                yield index[i:i + self.batch_size]
         else:
             for i in range(self.lo, self.hi, self.batch_size):
-                yield Batch(*(t[i:min(i + self.batch_size, self.hi)] for t in self.data))
+                yield slice(i, min(i + self.batch_size, self.hi))
+
+    def __iter__(self) -> Iterator[Batch]:
+        for rows in self.indices():
+            yield Batch(*(t[rows] for t in self.data))
 
 
 class ShiftedEnv(L.LightningDataModule):
@@ -155,14 +162,21 @@ class ShiftedEnv(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def on_device(self, data: Batch) -> Batch:
+        """`data` moved once to the trainer's device, so that every batch is a slice of device memory
+        (no per-step host-to-device copy); a no-op on the CPU."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return Batch(*(t.to(device) for t in data))
+
     def train_dataloader(self) -> TensorLoader:
         rank, world = self._rank()
-        return TensorLoader(self.train_data, self.batch_size, shuffle=True, seed=self.seed,
+        return TensorLoader(self.on_device(self.train_data), self.batch_size, shuffle=True, seed=self.seed,
                             rank=rank, world_size=world)
 
     def eval_loaders(self, names: list[str]) -> list[TensorLoader]:
         rank, world = self._rank()
-        return [TensorLoader(self.data[n], self.eval_batch_size, rank=rank, world_size=world) for n in names]
+        return [TensorLoader(self.on_device(self.data[n]), self.eval_batch_size, rank=rank, world_size=world)
+                for n in names]
 
     def eval_names(self, stage: str) -> list[str]:
         """Validation watches the held-out and shifted environments; testing also scores the training data."""

@@ -134,9 +134,13 @@ class SpuriousShapes(ShiftedEnv):
         return self.render(z, batch.a if a is None else a)
 
     def render(self, z: Tensor, a: Tensor) -> Tensor:
-        return torch.cat([self._render(z[i:i + CHUNK], a[i:i + CHUNK]) for i in range(0, len(a), CHUNK)])
+        """Images `[n, 3, side, side]`, rendered chunk by chunk straight into one preallocated tensor."""
+        x = torch.empty(len(a), *self.input_shape, device=z.device)
+        for i in range(0, len(a), CHUNK):
+            self._render(z[i:i + CHUNK], a[i:i + CHUNK], x[i:i + CHUNK])
+        return x
 
-    def _render(self, z: Tensor, a: Tensor) -> Tensor:
+    def _render(self, z: Tensor, a: Tensor, out: Tensor) -> None:
         device, side = z.device, self.image_size
         s, cx, cy, r, noise = z[:, 0].long(), z[:, 1], z[:, 2], z[:, 3], z[:, 4].long()
         coords = (torch.arange(side, device=device) + 0.5) / side
@@ -153,10 +157,9 @@ class SpuriousShapes(ShiftedEnv):
             fg = (1 - sal) * gray + sal * colour
         elif self.spurious_feature == "background":
             bg = sal * 0.5 * colour
-        x = bg[:, :, None, None] + (fg - bg)[:, :, None, None] * mask[:, None].to(fg.dtype)
+        torch.where(mask[:, None], fg[:, :, None, None], bg[:, :, None, None], out=out)
         if self.spurious_feature == "patch":
             p = max(2, side // 6)
-            x[:, :, :p, :p] = sal * colour[:, :, None, None]
+            out[:, :, :p, :p] = sal * colour[:, :, None, None]
         if self.causal_difficulty > 0:
-            x = x + 0.5 * self.causal_difficulty * self.noise_bank.to(device)[noise]
-        return x
+            out.add_(self.noise_bank.to(device)[noise], alpha=0.5 * self.causal_difficulty)

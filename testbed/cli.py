@@ -6,6 +6,7 @@ import re
 import sys
 import time
 import warnings
+from typing import ClassVar
 
 from jsonargparse import ArgumentError, ArgumentParser
 from lightning import Trainer
@@ -122,9 +123,23 @@ CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mo
                   save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
 
 
-def lightning_cli(argv: list[str]) -> TestbedCLI:
-    """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed."""
-    return TestbedCLI(**CLI_KWARGS, args=argv)
+class SweepCLI(TestbedCLI):
+    """TestbedCLI that builds its parser once per process and reuses it: building LightningCLI's parser
+    costs about 0.5 s, more than a small run, and a sweep worker parses hundreds of runs' arguments."""
+
+    _built: ClassVar[tuple | None] = None
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        if SweepCLI._built is None:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            SweepCLI._built = (self.parser, self._subcommand_method_arguments, self._subcommand_parsers)
+        self.parser, self._subcommand_method_arguments, self._subcommand_parsers = SweepCLI._built
+
+
+def lightning_cli(argv: list[str], reuse_parser: bool = False) -> TestbedCLI:
+    """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed.
+    `reuse_parser` keeps one parser per process (sweeps); its runs write exactly what a fresh CLI writes."""
+    return (SweepCLI if reuse_parser else TestbedCLI)(**CLI_KWARGS, args=argv)
 
 
 class _ParseOnly(TestbedCLI):

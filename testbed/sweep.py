@@ -160,6 +160,14 @@ def identify(runs: list[Run]) -> None:
             checked.add(classes)
 
 
+def fit_args(run: Run, out: Path) -> list[str]:
+    """The `fit` command of a run: its arguments, logging into `out` itself, without progress output."""
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+              "init_args": {"save_dir": str(out), "name": "", "version": ""}}
+    return ["fit", *run.argv, as_arg("trainer.logger", logger), "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false"]
+
+
 def execute(run: Run, root: Path) -> str:
     """Run one training run into `root/<id>/`; returns "done", "skipped" or "failed"."""
     from testbed.cli import lightning_cli
@@ -171,12 +179,8 @@ def execute(run: Run, root: Path) -> str:
         shutil.rmtree(out)  # half-written by a killed or failed attempt
     out.mkdir(parents=True)
     write_atomic(out / "run.json", json.dumps(asdict(run), indent=2) + "\n")
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-              "init_args": {"save_dir": str(out), "name": "", "version": ""}}
-    quiet = [as_arg("trainer.logger", logger), "--trainer.enable_progress_bar=false",
-             "--trainer.enable_model_summary=false"]
     try:
-        lightning_cli(["fit", *run.argv, *quiet])
+        lightning_cli(fit_args(run, out), reuse_parser=True)
     except (Exception, SystemExit):
         write_atomic(out / "error.txt", traceback.format_exc())
         return "failed"

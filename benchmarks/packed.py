@@ -1,0 +1,64 @@
+"""Packed training: N small MLPs of one config (N seeds: own initial weights, data and data order) trained
+together as one batched model (`testbed.packed`), vs the same N runs one after another in a plain loop.
+Each packed model's losses are checked against its sequential run (max |diff| <= 1e-5).
+
+    .venv/bin/python benchmarks/packed.py [--n 8] [--repeats 5] [--threads 2]
+"""
+
+import argparse
+import copy
+
+import torch
+from common import interleaved, pin_threads, report, timed
+from testbed.envs import SpuriousShapes
+
+from testbed.backbones import build_backbone
+from testbed.packed import Member, fit_packed, train_sequential
+
+BATCH, EPOCHS, N_TRAIN, LR = 256, 2, 2048, 1e-3
+
+
+def members(n: int, width: int) -> list[Member]:
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        env = SpuriousShapes(n_train=N_TRAIN, n_val=BATCH, n_test=BATCH, seed=seed)
+        env.setup()
+        out.append(Member(build_backbone("mlp", env.input_shape, env.n_classes, width, 1), env.train_data, seed))
+    return out
+
+
+def fresh(ms: list[Member]) -> list[Member]:
+    """Copies with untrained nets: every timed round starts from the same initial weights."""
+    return [Member(copy.deepcopy(m.net), m.data, m.seed) for m in ms]
+
+
+def bench(ms: list[Member], width: int, repeats: int) -> None:
+    _, packed = fit_packed(fresh(ms), LR, BATCH, EPOCHS)
+    sequential = torch.stack([train_sequential(m, LR, BATCH, EPOCHS) for m in fresh(ms)], dim=1)
+    diff = (packed - sequential).abs().max().item()
+    assert diff <= 1e-5, f"packed losses differ from sequential ones by {diff}"
+    times = interleaved({
+        "sequential (N plain loops)": lambda: timed(lambda: [train_sequential(m, LR, BATCH, EPOCHS)
+                                                             for m in fresh(ms)]),
+        "packed (one batched model)": lambda: timed(lambda: fit_packed(fresh(ms), LR, BATCH, EPOCHS))}, repeats=repeats)
+    print(f"width {width}: losses match (max |diff| {diff:.1e} over {len(packed)} steps x {len(ms)} models);"
+          " speed-up = 1 / ratio:")
+    report(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    pin_threads(args.threads)
+    print(f"packed training: {args.n} seeds x MLP (1 hidden layer), n_train {N_TRAIN}, batch {BATCH}, "
+          f"{EPOCHS} epochs, {args.threads} threads, {args.repeats} interleaved rounds")
+    for width in (8, 32, 128):
+        bench(members(args.n, width), width, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Sweep overhead: quickstart runs through the sweep's run path (`testbed.sweep.execute`: parse, build,
+fit, test, write the run folder) vs the same runs in a hand-written loop (generate the data, train, score
+the test stage with the same tallies, write the metrics). Both give the same test metrics (checked).
+The difference on the tiny runs is the fixed cost per run: parsing, set-up, evaluation plumbing, writes.
+
+    .venv/bin/python benchmarks/sweep_overhead.py [--repeats 5] [--threads 2]
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from common import interleaved, pin_threads, timed
+from testbed.envs.base import ShiftedEnv, TensorLoader
+
+from testbed.cli import resolver
+from testbed.metrics import summarize, tally
+from testbed.sweep import Run, execute, expand, identify, load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+# A representative subset of the quickstart sweep: its smallest and its largest model and data sizes.
+SUBSET = [{"model": m, "model.width": w, "data.n_train": n}
+          for m in ("ERM", "Oracle") for w, n in ((8, 500), (512, 500))]
+
+
+def quickstart_subset() -> list[Run]:
+    runs = [r for r in expand(load_sweep(ROOT / "configs/sweeps/quickstart.yaml"))
+            if r.seed == 0 and r.axes["config"] == "confounded"
+            and {k: r.axes[k] for k in ("model", "model.width", "data.n_train")} in SUBSET]
+    identify(runs)
+    return runs
+
+
+def evaluate(net: torch.nn.Module, env: ShiftedEnv) -> dict[str, float]:
+    """The test stage of `Baseline` written out: per-group tallies with do(a) and do(causal) flips."""
+    gen = torch.Generator().manual_seed(0)
+    other = lambda v, k: (v + torch.randint(1, k, v.shape, generator=gen)) % k  # noqa: E731
+    n_groups = env.n_classes * env.n_attr
+    tallies = {}
+    with torch.inference_mode():
+        for name in env.eval_names("test"):
+            t = torch.zeros(2 * n_groups + 2, dtype=torch.double)
+            for b in TensorLoader(env.data[name], env.eval_batch_size):
+                pred = net(b.x).argmax(1)
+                pred_a = net(env.intervene(b, a=other(b.a, env.n_attr))).argmax(1)
+                pred_c = net(env.intervene(b, causal=other(env.causal(b), env.n_classes))).argmax(1)
+                t += tally(pred, b.y, b.a, env.n_attr, n_groups, pred_a, pred_c)
+            tallies[name] = t
+    return summarize("test", tallies, {s.name: s.role for s in env.specs}, env.interventions)
+
+
+def hand_run(run: Run, out: Path) -> tuple[float, dict]:
+    """Seconds of the run as a plain loop (data generation, training, test, one JSON write), and its metrics."""
+    parser = resolver()
+    config = parser.parse_args(run.argv)
+    L.seed_everything(run.seed, verbose=False)
+    init = parser.instantiate_classes(config)
+    model, env, epochs = init.model, init.data, config.trainer.max_epochs
+    hp = model.hparams
+    metrics: dict = {}
+
+    def work() -> None:
+        env.setup()
+        net = model.net
+        opt = torch.optim.Adam(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        loader = TensorLoader(env.train_data, env.batch_size, shuffle=True, seed=env.seed)
+        for _ in range(epochs):
+            for b in loader:
+                if type(model).__name__ == "Oracle":
+                    a = torch.randint(env.n_attr, b.a.shape)
+                    b = b._replace(x=env.intervene(b, a=a), a=a)
+                loss = F.cross_entropy(net(b.x), b.y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        metrics.update(evaluate(net, env))
+        (out / f"{run.id}.json").write_text(json.dumps(metrics))
+
+    return timed(work), metrics
+
+
+def testbed_run(run: Run, root: Path) -> float:
+    return timed(lambda: execute(run, root))
+
+
+def bench(run: Run, tmp: Path, repeats: int) -> None:
+    """Check that both paths give the same test metrics, then time them interleaved."""
+    execute(run, tmp / "check")
+    _, mine = hand_run(run, tmp)
+    theirs = json.loads((tmp / "check" / run.id / "results.json").read_text())["metrics"]
+    same = all(abs(theirs[k] - v) <= 1e-6 for k, v in mine.items())
+    fresh = lambda: tmp / f"r{len(list(tmp.iterdir()))}"  # noqa: E731  (an empty sweep folder each time)
+    times = interleaved({"hand-written loop": lambda: hand_run(run, tmp)[0],
+                         "testbed sweep run": lambda: testbed_run(run, fresh())}, repeats=repeats)
+    hand, mine_t = (statistics.median(times[k]) for k in times)
+    low = min(times["testbed sweep run"]) - min(times["hand-written loop"])
+    print(f"  {run.axes['model']:<6} width {run.axes['model.width']:>3} n_train {run.axes['data.n_train']:>4}"
+          f" ({run.id}): hand {hand * 1e3:7.1f} ms, testbed {mine_t * 1e3:7.1f} ms, ratio {mine_t / hand:5.2f},"
+          f" fixed cost median {(mine_t - hand) * 1e3:6.1f} ms (min-min {low * 1e3:6.1f} ms),"
+          f" same test metrics: {same}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    pin_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    runs = quickstart_subset()
+    print(f"sweep overhead: {len(runs)} quickstart runs, {args.threads} threads, {args.repeats} interleaved rounds")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for run in runs:
+            bench(run, tmp, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

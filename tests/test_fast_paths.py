@@ -1,0 +1,73 @@
+"""Fast paths give the same answers as the plain ones: packed training vs sequential runs, and a sweep
+run through the reused parser vs a fresh LightningCLI."""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import torch
+from conftest import CONFIGS
+from testbed.envs import SpuriousShapes
+
+from testbed.backbones import build_backbone
+from testbed.cli import lightning_cli
+from testbed.packed import Member, fit_packed, packable, train_many, train_sequential
+from testbed.sweep import Run, execute, expand, fit_args, identify, load_sweep
+
+
+def members(arch: str, n: int = 3) -> list[Member]:
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        env = SpuriousShapes(n_train=300, n_val=10, n_test=10, image_size=8, seed=seed)
+        env.setup()
+        out.append(Member(build_backbone(arch, env.input_shape, 2, 8, 2), env.train_data, seed))
+    return out
+
+
+def test_packed_losses_and_weights_match_sequential_runs():
+    packed_members, sequential_members = members("mlp"), members("mlp")
+    model, packed = fit_packed(packed_members, lr=1e-2, batch_size=64, epochs=3, weight_decay=1e-3)
+    sequential = torch.stack([train_sequential(m, 1e-2, 64, 3, 1e-3) for m in sequential_members], dim=1)
+    assert packed.shape == sequential.shape == (15, 3)
+    assert (packed - sequential).abs().max() <= 1e-5
+    first = sequential_members[1].net[1].weight.detach().t()
+    assert torch.allclose(model.weights[0][1], first, atol=1e-5)
+
+
+def test_only_mlps_of_one_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
+    assert packable([m.net for m in members("mlp")])
+    cnns = members("cnn", n=2)
+    assert not packable([m.net for m in cnns])
+    with caplog.at_level(logging.INFO, logger="testbed.packed"):
+        losses = train_many(cnns, lr=1e-3, batch_size=64, epochs=1)
+    assert losses.shape == (5, 2) and "training them sequentially" in caplog.text
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_run_with_the_reused_parser_writes_what_a_fresh_cli_writes(tmp_path):
+    sweep = {"name": "s", "configs": [str(CONFIGS / "envs" / "confounded.yaml")],
+             "args": {"model": "ERM", "data.n_train": 300, "data.n_val": 100, "data.n_test": 100,
+                      "trainer.max_epochs": 2, "trainer.enable_checkpointing": False},
+             "axes": {"model.width": [8, 16]}}
+    (tmp_path / "s.yaml").write_text(json.dumps(sweep))
+    runs: list[Run] = expand(load_sweep(tmp_path / "s.yaml"))
+    identify(runs)
+    for run in runs:  # the second run goes through the parser the first one built
+        assert execute(run, tmp_path / "fast") == "done"
+    fresh = tmp_path / "fresh" / runs[1].id
+    lightning_cli(fit_args(runs[1], fresh))
+    fast = tmp_path / "fast" / runs[1].id
+    config = (fresh / "config.yaml").read_text().replace(str(fresh), str(fast))  # only the log folder differs
+    assert (fast / "config.yaml").read_text() == config
+    a, b = (json.loads((d / "results.json").read_text()) for d in (fast, fresh))
+    assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
+    rows = read_csv(fast / "metrics.csv")
+    assert rows == read_csv(fresh / "metrics.csv")
+    train = [r for r in rows if r["train/loss"]]
+    assert len(train) == 2 and all(0 <= float(r["train/acc"]) <= 1 for r in train)
