@@ -2,7 +2,8 @@
 
 `width` and `depth` are the scale knobs: hidden units and hidden layers for `mlp`; base channels and conv
 blocks for `cnn`; base channels and BasicBlocks per stage for `resnet` (torchvision's block, stages of
-width x1, x2, x4, x8 as in ResNet-18, with a 3x3 stem for small images).
+width x1, x2, x4, x8 as in ResNet-18, with a 3x3 stem for small images). `resnet18` and `resnet50` are
+torchvision's own models (their size is fixed; `width` and `depth` do not apply), optionally pretrained.
 """
 
 import copy
@@ -11,11 +12,13 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import models
 from torchvision.models.resnet import BasicBlock
 
-from testbed.errors import check_choice, check_positive
+from testbed.errors import ConfigError, check_choice, check_positive
 
-Arch = Literal["mlp", "cnn", "resnet"]
+Arch = Literal["mlp", "cnn", "resnet", "resnet18", "resnet50"]
+TORCHVISION = ("resnet18", "resnet50")  # torchvision's models at their own size, optionally pretrained
 
 
 def mlp(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
@@ -58,8 +61,25 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int)
 BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
 
 
-def build_backbone(arch: Arch, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
-    check_choice("arch", arch, BUILDERS)
+def torchvision_model(name: str, input_shape: tuple[int, ...], n_classes: int, weights: str | None) -> nn.Module:
+    """A torchvision classifier with a new `n_classes` head; `weights` names torchvision's pretrained weights
+    (e.g. `IMAGENET1K_V1` or `DEFAULT`), fetched by torchvision on first use."""
+    if input_shape[0] != 3:
+        raise ConfigError(f"arch: {name} takes 3-channel images; the environment gives {input_shape[0]} channels")
+    if weights is not None:
+        check_choice("weights", weights, ["DEFAULT", *models.get_model_weights(name).__members__])
+    net = models.get_model(name, weights=weights)
+    net.fc = nn.Linear(net.fc.in_features, n_classes)
+    return net
+
+
+def build_backbone(arch: Arch, input_shape: tuple[int, ...], n_classes: int, width: int, depth: int,
+                   weights: str | None = None) -> nn.Module:
+    check_choice("arch", arch, [*BUILDERS, *TORCHVISION])
+    if arch in TORCHVISION:
+        return torchvision_model(arch, tuple(input_shape), n_classes, weights)
+    if weights is not None:
+        raise ConfigError(f"weights: only {', '.join(TORCHVISION)} take pretrained weights; arch {arch} does not")
     check_positive("width", width)
     check_positive("depth", depth)
     return BUILDERS[arch](tuple(input_shape), n_classes, width, depth)

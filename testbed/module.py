@@ -27,12 +27,13 @@ class Baseline(L.LightningModule):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         init_ckpt: a checkpoint of the same backbone to start from (e.g. an ERM run's) instead of a random init.
+        weights: pretrained torchvision weights for arch resnet18 / resnet50 (e.g. IMAGENET1K_V1, DEFAULT).
         input_shape, n_classes: linked from the environment by the CLI.
     """
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
-                 weight_decay: float = 0.0, init_ckpt: str | None = None, input_shape: tuple[int, ...] = (3, 28, 28),
-                 n_classes: int = 2) -> None:
+                 weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
+                 input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
         super().__init__()
         if type(self) is Baseline:
             raise ConfigError("model: Baseline is the shared base class; give a baseline such as --model=ERM")
@@ -40,7 +41,7 @@ class Baseline(L.LightningModule):
         if weight_decay < 0:
             raise ConfigError(f"weight_decay: {weight_decay} is not allowed; it must be >= 0")
         self.save_hyperparameters()
-        self.net = build_backbone(arch, input_shape, n_classes, width, depth)
+        self.net = build_backbone(arch, input_shape, n_classes, width, depth, weights)
         self.n_params = count_params(self.net)
         self.flops_per_sample = training_flops_per_sample(self.net, input_shape)
         if init_ckpt is not None:
