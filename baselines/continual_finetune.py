@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from testbed.envs.base import Batch, ShiftedEnv
 from torch import Tensor
 
+from testbed.envs.base import Batch, ShiftedEnv
 from testbed.errors import ConfigError, check_positive, check_unit
 from testbed.module import Baseline
 

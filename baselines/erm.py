@@ -1,8 +1,8 @@
 """ERM: empirical risk minimisation over the pooled training environments."""
 
-from testbed.envs.base import Batch
 from torch import Tensor
 
+from testbed.envs.base import Batch
 from testbed.module import Baseline
 
 

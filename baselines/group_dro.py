@@ -1,10 +1,10 @@
 """GroupDRO: distributionally robust optimisation over groups (Sagawa et al. 2020)."""
 
 import torch
-from testbed.baselines.risks import group_risks
-from testbed.envs.base import Batch
 from torch import Tensor
 
+from testbed.baselines.risks import group_risks
+from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.module import Baseline
 

@@ -1,10 +1,10 @@
 """IRM: invariant risk minimisation in its penalty form (IRMv1, Arjovsky et al. 2019)."""
 
 import torch
-from testbed.baselines.risks import group_risks
-from testbed.envs.base import Batch
 from torch import Tensor
 
+from testbed.baselines.risks import group_risks
+from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.module import Baseline
 

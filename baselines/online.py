@@ -3,9 +3,9 @@
 from typing import Literal
 
 import torch
-from testbed.envs.base import Batch, ShiftedEnv, concat
 from torch import Tensor
 
+from testbed.envs.base import Batch, ShiftedEnv, concat
 from testbed.errors import ConfigError, check_positive, check_unit
 from testbed.module import Baseline
 

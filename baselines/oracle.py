@@ -1,9 +1,9 @@
 """Oracle: the same model trained where the spurious attribute is independent of the label."""
 
 import torch
-from testbed.envs.base import Batch, ShiftedEnv
 from torch import Tensor
 
+from testbed.envs.base import Batch, ShiftedEnv
 from testbed.errors import ConfigError
 from testbed.module import Baseline
 

@@ -1,9 +1,9 @@
 """VREx: variance risk extrapolation (Krueger et al. 2021)."""
 
-from testbed.baselines.risks import group_risks
-from testbed.envs.base import Batch
 from torch import Tensor
 
+from testbed.baselines.risks import group_risks
+from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.module import Baseline
 

@@ -8,6 +8,7 @@ import argparse
 import statistics
 
 from common import interleaved, pin_threads, timed
+
 from testbed.envs import SpuriousShapes
 from testbed.envs.base import EnvSpec
 

@@ -10,9 +10,9 @@ import copy
 
 import torch
 from common import interleaved, pin_threads, report, timed
-from testbed.envs import SpuriousShapes
 
 from testbed.backbones import build_backbone
+from testbed.envs import SpuriousShapes
 from testbed.packed import Member, fit_packed, train_sequential
 
 BATCH, EPOCHS, N_TRAIN, LR = 256, 2, 2048, 1e-3

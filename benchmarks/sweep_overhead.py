@@ -17,9 +17,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from common import interleaved, pin_threads, timed
-from testbed.envs.base import ShiftedEnv, TensorLoader
 
 from testbed.cli import resolver
+from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.metrics import summarize, tally
 from testbed.sweep import Run, execute, expand, identify, load_sweep
 

@@ -15,11 +15,11 @@ import os
 
 import torch
 import torch.nn.functional as F
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
-from testbed.envs.files import require_files
 from torch import Tensor
 from torchvision.datasets import MNIST
 
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
+from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_positive, check_unit
 
 RAW_FILES = [f"MNIST/raw/{os.path.splitext(name)[0]}" for name, _ in MNIST.resources]  # what torchvision reads

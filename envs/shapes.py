@@ -9,9 +9,9 @@ colour or the shape replaced, which gives counterfactual reliance metrics.
 from typing import Literal
 
 import torch
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
 from torch import Tensor
 
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
 from testbed.errors import ConfigError, check_positive, check_unit
 
 # Shapes as predicates on coordinates (u, v) in units of the shape's radius.

@@ -23,13 +23,13 @@ from typing import get_args
 import torch
 import wilds
 from lightning.pytorch.utilities import rank_zero_info
-from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv
-from testbed.envs.files import require_files
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from wilds.datasets.wilds_dataset import WILDSDataset, WILDSSubset
 
+from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv
+from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_choice, check_positive, check_unit
 
 STANDARD_SPLITS: dict[str, Role] = {"train": "train", "val": "id", "test": "ood"}

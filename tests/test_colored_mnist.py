@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import CONFIGS, QUIET, results, run_cli
 from fake_data import write_mnist
-from testbed.envs import ColoredMNIST
 
+from testbed.envs import ColoredMNIST
 from testbed.errors import ConfigError
 
 SIZES = {"n_train": 2000, "n_val": 500, "n_test": 1000}

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from testbed.envs import SpuriousShapes
 
+from testbed.envs import SpuriousShapes
 from testbed.errors import ConfigError
 
 

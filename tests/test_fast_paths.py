@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from conftest import CONFIGS
-from testbed.envs import SpuriousShapes
 
 from testbed.backbones import build_backbone
 from testbed.cli import lightning_cli
+from testbed.envs import SpuriousShapes
 from testbed.packed import Member, fit_packed, packable, train_many, train_sequential
 from testbed.sweep import Run, execute, expand, fit_args, identify, load_sweep
 

@@ -4,9 +4,9 @@ import lightning as L
 import pytest
 import torch
 from conftest import CONFIGS, QUIET, results, run_cli
+
 from testbed.baselines import Online
 from testbed.envs import Batch, SpuriousShapes
-
 from testbed.errors import ConfigError
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")

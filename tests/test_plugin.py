@@ -7,6 +7,7 @@ import inspect
 
 import torch
 from conftest import QUIET, ROOT, results, run_cli
+
 from testbed.envs import Batch, EnvSpec, ShiftedEnv
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import CONFIGS, ROOT, run_cli
-from testbed.baselines import ERM
 
+from testbed.baselines import ERM
 from testbed.errors import ConfigError
 from testbed.sweep import expand, identify, load_sweep
 

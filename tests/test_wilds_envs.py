@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import CONFIGS, QUIET, results, run_cli
 from fake_data import LAND, WATER, write_celeba, write_waterbirds
+
 from testbed.baselines import Online, Oracle
 from testbed.envs import CelebA, Waterbirds, WildsEnv
-
 from testbed.errors import ConfigError
 
 # Samples per (label, attribute) group in each split: the training split is spurious, the others balanced.
