@@ -25,12 +25,10 @@ class GroupDRO(Baseline):
         check_positive("eta", eta)
 
     def on_fit_start(self) -> None:
-        n_groups = self.env.n_classes * self.env.n_attr
-        self.q = torch.full((n_groups,), 1.0 / n_groups, device=self.device)
+        self.q = torch.full((self.env.n_groups,), 1.0 / self.env.n_groups, device=self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        g = batch.y * self.env.n_attr + batch.a
-        ids, risks = group_risks(self.cross_entropy(self(batch.x), batch.y), g)
+        ids, risks = group_risks(self.cross_entropy(self(batch.x), batch.y), self.env.group(batch))
         self.q[ids] *= torch.exp(self.hparams.eta * risks.detach())
         self.q /= self.q.sum()
         return (self.q[ids] * risks).sum()

@@ -6,7 +6,6 @@ The difference on the tiny runs is the fixed cost per run: parsing, set-up, eval
     .venv/bin/python benchmarks/sweep_overhead.py [--repeats 5] [--threads 2]
 """
 
-import argparse
 import json
 import logging
 import statistics
@@ -16,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import interleaved, pin_threads, timed
+from common import bench_args, interleaved, timed
 
 from testbed.cli import resolver
 from testbed.envs.base import ShiftedEnv, TensorLoader
@@ -50,7 +49,7 @@ def evaluate(net: torch.nn.Module, env: ShiftedEnv) -> dict[str, float]:
                 pred = net(b.x).argmax(1)
                 pred_a = net(env.intervene(b, a=other(b.a, env.n_attr))).argmax(1)
                 pred_c = net(env.intervene(b, causal=other(env.causal(b), env.n_classes))).argmax(1)
-                t += tally(pred, b.y, b.a, env.n_attr, n_groups, pred_a, pred_c)
+                t += tally(pred, b.y, b.y * env.n_attr + b.a, n_groups, pred_a, pred_c)
             tallies[name] = t
     return summarize("test", tallies, {s.name: s.role for s in env.specs}, env.interventions)
 
@@ -108,11 +107,7 @@ def bench(run: Run, tmp: Path, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    pin_threads(args.threads)
+    args = bench_args(__doc__, repeats=5)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     runs = quickstart_subset()

@@ -117,6 +117,14 @@ class ShiftedEnv(L.LightningDataModule):
         """Number of values of the spurious attribute; by default one per class, so `a` can match `y`."""
         return self.n_classes
 
+    @property
+    def n_groups(self) -> int:
+        return self.n_classes * self.n_attr
+
+    def group(self, batch: Batch) -> Tensor:
+        """The group of each sample, `g = y * n_attr + a`: one per (label, attribute) pair."""
+        return batch.y * self.n_attr + batch.a
+
     def check_specs(self) -> None:
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names):

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 
-def tally(pred: Tensor, y: Tensor, a: Tensor, n_attr: int, n_groups: int,
+def tally(pred: Tensor, y: Tensor, g: Tensor, n_groups: int,
           pred_a: Tensor | None = None, pred_c: Tensor | None = None) -> Tensor:
-    """One tensor `[correct per group, count per group, flips under do(a), flips under do(causal)]`, so that
-    distributed ranks can sum their tallies in a single all-reduce."""
-    g = y * n_attr + a
+    """One tensor `[correct per group, count per group, flips under do(a), flips under do(causal)]` from the
+    predictions, labels and group ids of a batch, so that distributed ranks can sum their tallies in a single
+    all-reduce."""
     correct = torch.bincount(g, weights=(pred == y).double(), minlength=n_groups)
     total = torch.bincount(g, minlength=n_groups).double()
     flips = [(p != pred).sum().double() if p is not None else pred.new_zeros((), dtype=torch.double)

@@ -116,8 +116,7 @@ class Baseline(L.LightningModule):
     # Evaluation: validation and test share one path; only the test stage runs interventions.
     def _start(self, stage: str) -> None:
         env = self.env
-        n_groups = env.n_classes * env.n_attr
-        self.tallies = {n: torch.zeros(2 * n_groups + 2, dtype=torch.double, device=self.device)
+        self.tallies = {n: torch.zeros(2 * env.n_groups + 2, dtype=torch.double, device=self.device)
                         for n in env.eval_names(stage)}
         self._cf_gen = torch.Generator().manual_seed(0)
 
@@ -136,7 +135,7 @@ class Baseline(L.LightningModule):
             pred_a = self(env.intervene(batch, a=self._other(batch.a, env.n_attr, cf_gen))).argmax(1)
         if cf_gen is not None and "causal" in env.interventions:
             pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes, cf_gen))).argmax(1)
-        return tally(pred, batch.y, batch.a, env.n_attr, env.n_classes * env.n_attr, pred_a, pred_c)
+        return tally(pred, batch.y, env.group(batch), env.n_groups, pred_a, pred_c)
 
     @torch.no_grad()
     def evaluate(self, env: ShiftedEnv, names: list[str], counterfactual: bool = True) -> dict[str, float]:

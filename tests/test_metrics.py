@@ -9,8 +9,8 @@ def test_tally_and_summary_on_a_hand_made_example():
     a = torch.tensor([0, 1, 1, 1])
     pred = torch.tensor([0, 1, 1, 0])
     pred_a = torch.tensor([1, 1, 1, 0])  # one of four predictions flips under do(a)
-    ood = tally(pred, y, a, 2, 4, pred_a, pred)
-    id_ = tally(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 4, None, None)
+    ood = tally(pred, y, y * 2 + a, 4, pred_a, pred)
+    id_ = tally(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 3]), 4, None, None)
     m = summarize("test", {"ood:corr=0.10": ood, "id:corr=0.90": id_},
                   {"ood:corr=0.10": "ood", "id:corr=0.90": "id"}, ("a", "causal"))
     assert m["test/acc_avg"] == pytest.approx(0.5)
