@@ -5,12 +5,11 @@ same run (the machine's practical peak). FLOPs per step are those testbed report
     .venv/bin/python benchmarks/arithmetic.py [--repeats 7] [--threads 2]
 """
 
-import argparse
 import statistics
 
 import torch
 import torch.nn.functional as F
-from common import interleaved, pin_threads, timed
+from common import bench_args, interleaved, timed
 
 from testbed.backbones import build_backbone, training_flops_per_sample
 
@@ -18,11 +17,7 @@ BATCH, STEPS, SIDE = 256, 20, 2048
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    pin_threads(args.threads)
+    args = bench_args(__doc__, repeats=7)
     net = build_backbone("mlp", (3, 28, 28), 2, 512, 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x, y = torch.rand(BATCH, 3, 28, 28), torch.randint(2, (BATCH,))

@@ -4,6 +4,7 @@ The machine is shared, so each variant runs once per round, in alternating order
 median and the minimum over rounds: a burst of load elsewhere slows both variants of a round alike.
 """
 
+import argparse
 import os
 import statistics
 import time
@@ -20,6 +21,19 @@ def pin_threads(n: int) -> None:
     except RuntimeError:  # already set once in this process
         pass
     os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+def bench_args(doc: str | None, repeats: int, **extra: int) -> argparse.Namespace:
+    """Parse a benchmark's `--repeats`, `--threads` and its own integer options (`extra`: name -> default),
+    then pin the thread count."""
+    parser = argparse.ArgumentParser(description=doc)
+    for name, default in extra.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    pin_threads(args.threads)
+    return args
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -4,10 +4,9 @@
     .venv/bin/python benchmarks/envgen.py [--n 50000] [--repeats 5] [--threads 2]
 """
 
-import argparse
 import statistics
 
-from common import interleaved, pin_threads, timed
+from common import bench_args, interleaved, timed
 
 from testbed.envs import SpuriousShapes
 from testbed.envs.base import EnvSpec
@@ -18,12 +17,7 @@ REGIMES = {"confounded (colour)": {"label_noise": 0.25},
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=50000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    pin_threads(args.threads)
+    args = bench_args(__doc__, repeats=5, n=50000)
     envs = {name: SpuriousShapes(n_train=args.n, **kw) for name, kw in REGIMES.items()}
     spec = EnvSpec("train", 0.9)
     times = interleaved({name: (lambda env=env: timed(lambda: env.make(spec, 0))) for name, env in envs.items()},

@@ -5,14 +5,13 @@ The two runs' per-step losses are checked equal before anything is timed.
     .venv/bin/python benchmarks/overhead.py [--repeats 7] [--threads 2]
 """
 
-import argparse
 import logging
 import tempfile
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import interleaved, pin_threads, report, timed
+from common import bench_args, interleaved, report, timed
 
 from testbed.backbones import build_backbone
 from testbed.baselines import ERM
@@ -81,11 +80,7 @@ def bench(label: str, width: int, depth: int, n_train: int, epochs: int, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    pin_threads(args.threads)
+    args = bench_args(__doc__, repeats=7)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     print(f"training overhead, {args.threads} threads, batch {BATCH}, {args.repeats} interleaved rounds")
     for case in CASES:

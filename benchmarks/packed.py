@@ -5,11 +5,10 @@ Each packed model's losses are checked against its sequential run (max |diff| <=
     .venv/bin/python benchmarks/packed.py [--n 8] [--repeats 5] [--threads 2]
 """
 
-import argparse
 import copy
 
 import torch
-from common import interleaved, pin_threads, report, timed
+from common import bench_args, interleaved, report, timed
 
 from testbed.backbones import build_backbone
 from testbed.envs import SpuriousShapes
@@ -48,12 +47,7 @@ def bench(ms: list[Member], width: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    pin_threads(args.threads)
+    args = bench_args(__doc__, repeats=5, n=8)
     print(f"packed training: {args.n} seeds x MLP (1 hidden layer), n_train {N_TRAIN}, batch {BATCH}, "
           f"{EPOCHS} epochs, {args.threads} threads, {args.repeats} interleaved rounds")
     for width in (8, 32, 128):
