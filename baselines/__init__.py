@@ -1,6 +1,7 @@
 """Training regimes and reference methods (installed as `testbed.baselines`)."""
 
 from testbed.baselines.continual_finetune import ContinualFinetune
+from testbed.baselines.dagger import DAgger
 from testbed.baselines.erm import ERM
 from testbed.baselines.group_dro import GroupDRO
 from testbed.baselines.irm import IRM
@@ -8,4 +9,4 @@ from testbed.baselines.online import Online
 from testbed.baselines.oracle import Oracle
 from testbed.baselines.vrex import VREx
 
-__all__ = ["ContinualFinetune", "ERM", "GroupDRO", "IRM", "Online", "Oracle", "VREx"]
+__all__ = ["ContinualFinetune", "DAgger", "ERM", "GroupDRO", "IRM", "Online", "Oracle", "VREx"]

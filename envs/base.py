@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from testbed.errors import ConfigError, check_positive, check_unit
 
@@ -155,6 +155,16 @@ class ShiftedEnv(L.LightningDataModule):
         """The causal class of each sample (before label noise)."""
         raise NotImplementedError(f"{type(self).__name__} has no causal latent")
 
+    def eval_data(self, name: str, model: nn.Module) -> Batch:
+        """The samples of sub-environment `name` to score `model` on: fixed data, except in a closed-loop
+        environment, where they are the states `model` visits when it acts (`testbed.envs.braking`)."""
+        return self.data[name]
+
+    def deployment_metrics(self, names: list[str]) -> dict[str, float]:
+        """Closed-loop metrics beyond accuracy (return, crash rate) of the last `eval_data` of these
+        sub-environments; none here."""
+        return {}
+
     def setup(self, stage: str | None = None) -> None:
         if not self.data:
             self.data = {s.name: self.make(s, i) for i, s in enumerate(self.specs)}
@@ -183,8 +193,9 @@ class ShiftedEnv(L.LightningDataModule):
 
     def eval_loaders(self, names: list[str]) -> list[TensorLoader]:
         rank, world = self._rank()
-        return [TensorLoader(self.on_device(self.data[n]), self.eval_batch_size, rank=rank, world_size=world)
-                for n in names]
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return [TensorLoader(self.on_device(self.eval_data(n, model)), self.eval_batch_size, rank=rank,
+                             world_size=world) for n in names]
 
     def eval_names(self, stage: str) -> list[str]:
         """Validation watches the held-out and shifted environments; testing also scores the training data."""

@@ -144,7 +144,7 @@ class Baseline(L.LightningModule):
         training, gen = self.training, torch.Generator().manual_seed(0) if counterfactual else None
         self.eval()
         batches = (env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in batch)), 0)  # as Lightning would
-                   for name in names for batch in TensorLoader(env.data[name], env.eval_batch_size))
+                   for name in names for batch in TensorLoader(env.eval_data(name, self), env.eval_batch_size))
         total = sum(self.score(env, batch, gen) for batch in batches)
         self.train(training)
         return env_metrics(total, env.interventions if counterfactual else ())
@@ -159,6 +159,7 @@ class Baseline(L.LightningModule):
         tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
         roles = {s.name: s.role for s in env.specs}
         metrics = summarize(stage, tallies, roles, env.interventions if stage == "test" else ())
+        metrics |= {f"{stage}/{k}": v for k, v in env.deployment_metrics(list(tallies)).items()}
         self.log_dict(metrics, rank_zero_only=True)
         return metrics
 
