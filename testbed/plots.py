@@ -1,6 +1,7 @@
 """Scaling curves of a sweep, drawn with seaborn: accuracy in and out of distribution against parameters,
 data and FLOPs (mean and 95% interval over seeds, hue = baseline, a column per regime), the ID-vs-OOD
-scatter, and spurious reliance against scale. Each figure is saved as PNG and PDF."""
+scatter, and spurious reliance against scale; for closed-loop environments, the return and crashes against
+scale and offline accuracy against return. Each figure is saved as PNG and PDF."""
 
 from pathlib import Path
 
@@ -18,10 +19,11 @@ LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy", "acc_wg": "worst-group acc. (OOD)",
     "ood_gap": "OOD gap (ID - OOD)", "spurious_reliance": "spurious reliance",
     "causal_sensitivity": "causal sensitivity", "params": "parameters", "n_train": "training samples",
-    "flops": "training FLOPs",
+    "flops": "training FLOPs", "return_norm": "closed-loop return / expert's", "crash_rate": "crashes per episode",
 }
 ACCURACY = ["acc_id", "acc_avg", "acc_wg"]
 RELIANCE = ["spurious_reliance", "causal_sensitivity"]
+CLOSED_LOOP = ["return_norm", "crash_rate"]
 
 
 def facet(runs: pd.DataFrame) -> str | None:
@@ -60,13 +62,13 @@ def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind
     return grid
 
 
-def id_vs_ood(runs: pd.DataFrame, col: str | None) -> sns.FacetGrid:
-    grid = sns.relplot(data=runs, x="acc_id", y="acc_avg", hue="baseline", hue_order=sorted(runs.baseline.unique()),
+def id_vs_ood(runs: pd.DataFrame, col: str | None, y: str = "acc_avg") -> sns.FacetGrid:
+    grid = sns.relplot(data=runs, x="acc_id", y=y, hue="baseline", hue_order=sorted(runs.baseline.unique()),
                        size="params", col=col, col_order=order(runs, col),
                        height=3.2, alpha=0.75, facet_kws={"margin_titles": True})
-    for ax in grid.axes.flat:
+    for ax in grid.axes.flat if y == "acc_avg" else []:  # y = x: no gap
         ax.axline((0.5, 0.5), slope=1, color="gray", linestyle="--", linewidth=1)
-    grid.set_axis_labels(LABELS["acc_id"], LABELS["acc_avg"])
+    grid.set_axis_labels(LABELS["acc_id"], LABELS[y])
     grid.set_titles(col_template=f"{col} = {{col_name}}" if col else "")
     return grid
 
@@ -101,4 +103,12 @@ def plot_sweep(sweep_dir: Path) -> list[Path]:
     if any(m in runs for m in RELIANCE) and runs["params"].nunique() > 1:
         paths += save(curves(at_largest(runs, "n_train", col), "params", RELIANCE, col),
                       "Counterfactual reliance vs model size", figures / "reliance_params")
+    if "return_norm" in runs:
+        loop = runs.dropna(subset=["return_norm"])
+        for x, held, name in (("params", "n_train", "closed_loop_params"), ("n_train", "params", "closed_loop_data")):
+            if loop[x].nunique() > 1:
+                paths += save(curves(at_largest(loop, held, col), x, CLOSED_LOOP, col),
+                              f"Closed loop vs {LABELS[x]}", figures / name)
+        paths += save(id_vs_ood(loop, col, "return_norm"), "Offline action accuracy vs closed-loop return",
+                      figures / "offline_vs_closed_loop")
     return paths

@@ -25,6 +25,9 @@ TOL = 0.01  # one accuracy point per tenfold increase in scale
 EPS = 0.02  # a gap under two points counts as closed
 BOOTSTRAP = 2000
 ERROR_WORDS = {"closes": "falls", "does not close": "does not fall"}  # the same criterion, applied to OOD error
+# What each fitted metric is, and the words for its verdicts.
+METRICS = {"ood_gap": ("OOD gap", {}), "ood_error": ("OOD error", ERROR_WORDS),
+           "return_shortfall": ("Closed-loop return shortfall", ERROR_WORDS)}
 
 
 @dataclass
@@ -67,7 +70,7 @@ def trends(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """A trend per regime, baseline and scale axis (the other axes held at their largest value)."""
     col = facet(runs)
     views = {"params": at_largest(runs, "n_train", col), "n_train": at_largest(runs, "params", col), "flops": runs}
-    rows = []
+    runs, rows = runs.dropna(subset=[metric]), []
     for axis, view in views.items():
         for keys, group in view.groupby([c for c in (col, "baseline") if c]):
             if group[axis].nunique() < 2:
@@ -92,21 +95,28 @@ def write_report(sweep_dir: Path) -> Path:
     save_table(table_, sweep_dir)
     runs = wide(table_)
     runs["ood_error"] = 1 - runs["acc_avg"]
+    closed_loop = "return_norm" in runs
+    if closed_loop:
+        runs["return_shortfall"] = 1 - runs["return_norm"]
     figures = [p for p in plot_sweep(sweep_dir) if p.suffix == ".png"]
-    fits = pd.concat([trends(runs, "ood_gap"), trends(runs, "ood_error")], ignore_index=True)
+    fits = pd.concat([trends(runs, m) for m in METRICS if m in runs], ignore_index=True)
     write_atomic(sweep_dir / "fits.csv", fits.to_csv(index=False))
     seeds = runs["seed"].nunique()
     out = [f"# Scaling report: {runs['sweep'].iloc[0]}", "",
            f"{len(runs)} runs: baselines {', '.join(sorted(runs['baseline'].unique()))}; "
            f"{runs['params'].nunique()} model sizes ({runs['params'].min():,} to {runs['params'].max():,} parameters), "
            f"{runs['n_train'].nunique()} training-set sizes ({runs['n_train'].min():,} to {runs['n_train'].max():,}), "
-           f"{seeds} seeds. `ood_gap` = ID accuracy - OOD accuracy (pooled shifted environments).", "",
-           "## Criterion", "", __doc__.split("\n\n", 1)[1].strip().replace("TOL", f"{TOL}").replace("EPS", f"{EPS}"),
-           ""]
+           f"{seeds} seeds. `ood_gap` = ID accuracy - OOD accuracy (pooled shifted environments).", ""]
+    if closed_loop:
+        out += ["Closed-loop runs: ID accuracy is the offline action accuracy on held-out demonstrations, OOD accuracy "
+                "the action accuracy on the states the policy itself visits, and the return shortfall is "
+                "1 - closed-loop return / the expert's return on the same episodes.", ""]
+    out += ["## Criterion", "", __doc__.split("\n\n", 1)[1].strip().replace("TOL", f"{TOL}").replace("EPS", f"{EPS}"),
+            ""]
     if seeds < 3:
         out += [f"With {seeds} seed(s), the intervals are rough: use more seeds before trusting a verdict.", ""]
     for axis in ("params", "n_train", "flops"):
-        for metric, what, words in (("ood_gap", "OOD gap", {}), ("ood_error", "OOD error", ERROR_WORDS)):
+        for metric, (what, words) in METRICS.items():
             sub = fits[(fits.axis == axis) & (fits.metric == metric)] if len(fits) else fits
             if len(sub):
                 held = {"params": "at the largest training set", "n_train": "at the largest model",
