@@ -76,3 +76,21 @@ def test_keys_parse_into_stage_env_role_metric_and_correlation():
     assert parse_key("test/ood:corr=0.10/acc") == ("test", "ood:corr=0.10", "ood", "acc", 0.1)
     assert parse_key("test/ood:test/acc_wg") == ("test", "ood:test", "ood", "acc_wg", None)
     assert parse_key("test/acc_avg") == ("test", "all", "", "acc_avg", None)
+
+
+def test_report_of_a_control_sweep_fits_the_closed_loop_return(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = {"name": "drive", "configs": [str(CONFIGS / "control/braking.yaml")],
+             "args": {"data.horizon": 40, "data.n_eval": 10, "trainer.max_epochs": 1, "trainer.limit_val_batches": 0,
+                      "trainer.enable_checkpointing": False},
+             "axes": {"model": ["ERM", "Oracle"], "model.width": [8, 16], "data.n_demos": [2, 4]}, "seeds": [0, 1]}
+    (tmp_path / "drive.yaml").write_text(json.dumps(sweep))
+    run_cli("sweep", "-c", "drive.yaml", "--out", "out")
+    run_cli("report", "out/drive")
+    fits = pd.read_csv(tmp_path / "out/drive/fits.csv")
+    assert set(fits.metric) == {"ood_gap", "ood_error", "return_shortfall"}
+    report = (tmp_path / "out/drive/report.md").read_text()
+    assert "## Closed-loop return shortfall vs parameters" in report
+    for name in ("closed_loop_params", "closed_loop_data", "offline_vs_closed_loop"):
+        assert f"![{name}](figures/{name}.png)" in report
+        assert (tmp_path / f"out/drive/figures/{name}.png").stat().st_size > 1000
