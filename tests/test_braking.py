@@ -90,6 +90,12 @@ def test_cloning_the_light_beats_masked_cloning_offline_but_crashes_and_dagger_c
         assert [p["rounds"] for p in curve] == [1, 2, 3, 4, 5]
         assert [p["expert_labels"] for p in curve] == [50 * 200 * k for k in range(1, 6)]
         assert curve[0]["return"] < curve[-1]["return"]  # the online curve climbs from behaviour cloning
+    # DAgger with interventions: the light of every visited state redrawn at random. It relies on it less.
+    run_cli("fit", "-c", BRAKING, "-c", DAGGER, *FAST, "--model.fraction=1.0", "--seed_everything=1",
+            "--data.seed=1", "--trainer.logger.init_args.name=do")
+    intervened = results(workdir / "runs/do/version_0")["metrics"]
+    assert intervened["test/spurious_reliance"] <= dagger["test/spurious_reliance"] - 0.1
+    assert intervened["test/return"] >= masked["test/return"] - 25
 
 
 def test_continual_finetuning_on_shifted_demonstrations_keeps_copying_the_light(workdir):
