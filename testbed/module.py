@@ -159,7 +159,11 @@ class Baseline(L.LightningModule):
         tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
         roles = {s.name: s.role for s in env.specs}
         metrics = summarize(stage, tallies, roles, env.interventions if stage == "test" else ())
-        self.log_dict(metrics, rank_zero_only=True)
+        if stage == "val":  # through `self.log`, where callbacks (checkpoints, early stopping) can monitor them
+            self.log_dict(metrics, rank_zero_only=True)
+        else:  # straight to the loggers: 30-odd `self.log` calls cost about 20 ms, more than a tiny run's test
+            for logger in self.loggers:
+                logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step)
         return metrics
 
     def on_validation_epoch_start(self) -> None:
