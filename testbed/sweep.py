@@ -171,10 +171,12 @@ def identify(runs: list[Run]) -> None:
 
 
 def run_trainer(out: Path) -> dict[str, Any]:
-    """The trainer settings of every sweep run: it logs into `out` itself, without progress output."""
+    """The trainer settings of every sweep run: it logs into `out` itself, without progress output, and
+    without hparams.yaml (config.yaml holds the same; writing it costs a few ms per stage)."""
     csv = {"save_dir": str(out), "name": "", "version": "", "prefix": "", "flush_logs_every_n_steps": 100}
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv}
-    return {"logger": logger, "enable_progress_bar": False, "enable_model_summary": False}
+    return {"logger": logger, "enable_progress_bar": False, "enable_model_summary": False,
+            "enable_autolog_hparams": False}
 
 
 def fit_args(run: Run, out: Path) -> list[str]:
