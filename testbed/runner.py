@@ -19,6 +19,10 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_c
 from testbed.cli import MODEL_LINKS
 from testbed.results import finish_fit, write_atomic
 
+# The keys of a `fit` config that are not arguments of `Trainer.fit` (LightningCLI's optimiser keys are refused
+# by `testbed.sweep.identify`).
+NOT_FIT_ARGS = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler")
+
 
 def load(class_path: str) -> type:
     module, name = class_path.rsplit(".", 1)
@@ -61,6 +65,7 @@ def fit_resolved(config: dict[str, Any]) -> Path:
     trainer = L.Trainer(**{key: instantiate(value) for key, value in config["trainer"].items()})
     if trainer.is_global_zero:
         write_atomic(Path(trainer.log_dir) / "config.yaml", config_text(config))
+    fit_args = {k: v for k, v in config.items() if k not in NOT_FIT_ARGS}  # `ckpt_path` and, in recent Lightning, more
     start = time.perf_counter()
-    trainer.fit(model, datamodule=env, ckpt_path=config["ckpt_path"], weights_only=config["weights_only"])
+    trainer.fit(model, datamodule=env, **fit_args)
     return finish_fit(trainer, model, seed, time.perf_counter() - start)
