@@ -3,7 +3,7 @@
 A sweep resolves and checks every run's config once, up front (`testbed.sweep.identify`). Parsing it again in
 the worker, dumping it and instantiating through jsonargparse cost several times what a tiny run's training
 does. Here each class is imported and called with its resolved arguments, the environment's shape is linked
-into the model as TestbedCLI links it, and `config.yaml`, `hparams.yaml` and `results.json` come out as
+into the model as TestbedCLI links it, and `config.yaml`, `metrics.csv` and `results.json` come out as
 `testbed fit` writes them (tests/test_fast_paths.py checks that the files are identical).
 """
 
