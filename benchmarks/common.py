@@ -2,6 +2,8 @@
 
 The machine is shared, so each variant runs once per round, in alternating order, and the figures are the
 median and the minimum over rounds: a burst of load elsewhere slows both variants of a round alike.
+`--clock cpu` times the process's CPU time instead of the wall clock: other jobs' load barely moves it
+(with one thread it is the wall time of a quiet machine; with more it sums the threads).
 """
 
 import argparse
@@ -31,16 +33,23 @@ def bench_args(doc: str | None, repeats: int, **extra: int) -> argparse.Namespac
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall")
     args = parser.parse_args()
     pin_threads(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
     return args
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # set by `bench_args`
+
+
 def timed(fn: Callable[[], object]) -> float:
-    """Seconds one call of `fn` takes."""
-    start = time.perf_counter()
+    """Seconds one call of `fn` takes, by the chosen clock."""
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def interleaved(variants: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:

@@ -34,13 +34,14 @@ class LossRecorder(L.Callback):
 def testbed_fit(env: SpuriousShapes, init: dict, width: int, depth: int, epochs: int,
                 callbacks: list[L.Callback]) -> float:
     """Seconds of `trainer.fit` with the Trainer settings a sweep run uses (CSV logger, no checkpoints,
-    no validation, no progress bar or model summary)."""
+    no validation, no progress bar, model summary or hparams.yaml)."""
     model = ERM(width=width, depth=depth, input_shape=env.input_shape, n_classes=env.n_classes)
     model.net.load_state_dict(init)
     with tempfile.TemporaryDirectory() as out:
         trainer = L.Trainer(max_epochs=epochs, logger=L.pytorch.loggers.CSVLogger(out, name="", version=""),
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks)
+                            enable_autolog_hparams=False, limit_val_batches=0, num_sanity_val_steps=0,
+                            callbacks=callbacks)
         return timed(lambda: trainer.fit(model, datamodule=env))
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from common import bench_args, interleaved, timed
 
+from testbed.backbones import build_backbone
 from testbed.cli import resolver
 from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.metrics import summarize, tally
@@ -55,18 +56,19 @@ def evaluate(net: torch.nn.Module, env: ShiftedEnv) -> dict[str, float]:
 
 
 def hand_run(run: Run, out: Path) -> tuple[float, dict]:
-    """Seconds of the run as a plain loop (data generation, training, test, one JSON write), and its metrics."""
+    """Seconds of the run as a plain loop (network, data generation, training, test, one JSON write), and its
+    metrics. Only the config is read outside the timed section."""
     parser = resolver()
     config = parser.parse_args(run.argv)
-    L.seed_everything(run.seed, verbose=False)
     init = parser.instantiate_classes(config)
     model, env, epochs = init.model, init.data, config.trainer.max_epochs
-    hp = model.hparams
+    hp = config.model.init_args
     metrics: dict = {}
 
     def work() -> None:
+        L.seed_everything(run.seed, verbose=False)
+        net = build_backbone(hp.arch, env.input_shape, env.n_classes, hp.width, hp.depth)  # the run's initial weights
         env.setup()
-        net = model.net
         opt = torch.optim.Adam(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         loader = TensorLoader(env.train_data, env.batch_size, shuffle=True, seed=env.seed)
         for _ in range(epochs):

@@ -96,3 +96,16 @@ def training_flops_per_sample(net: nn.Module, input_shape: tuple[int, ...]) -> i
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()
     return counter.get_total_flops() // 2
+
+
+_FLOPS: dict[tuple, int] = {}
+
+
+def backbone_flops(net: nn.Module, arch: Arch, input_shape: tuple[int, ...], n_classes: int, width: int,
+                   depth: int) -> int:
+    """`training_flops_per_sample` of `net`, built by `build_backbone` with these arguments, counted once per
+    process: the count depends on them alone, and a sweep repeats each shape over seeds and baselines."""
+    key = (arch, tuple(input_shape), n_classes, width, depth)
+    if key not in _FLOPS:
+        _FLOPS[key] = training_flops_per_sample(net, input_shape)
+    return _FLOPS[key]

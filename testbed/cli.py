@@ -6,7 +6,6 @@ import re
 import sys
 import time
 import warnings
-from typing import ClassVar
 
 from jsonargparse import ArgumentError, ArgumentParser
 from lightning import Trainer
@@ -18,7 +17,7 @@ import testbed.envs  # noqa: F401  (and the environments for --data)
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
 from testbed.module import Baseline
-from testbed.results import write_results
+from testbed.results import finish_fit, write_results
 from testbed.tools import TOOLS
 
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # sweeps give argv on purpose
@@ -31,6 +30,8 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 10,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
+# The environment's attributes that become the model's init arguments of the same name.
+MODEL_LINKS = ("n_classes", "input_shape")
 
 
 class TestbedCLI(LightningCLI):
@@ -41,8 +42,8 @@ class TestbedCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        for name in MODEL_LINKS:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def _seed(self) -> int | None:
         seed = self.config[self.subcommand].get("seed_everything")
@@ -58,8 +59,7 @@ class TestbedCLI(LightningCLI):
 
     def after_fit(self) -> None:
         wall = time.perf_counter() - self._start
-        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), wall)}")
+        rank_zero_info(f"results: {finish_fit(self.trainer, self.model, self._seed(), wall)}")
 
     def after_test(self) -> None:
         rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), None)}")
@@ -123,33 +123,23 @@ CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mo
                   save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
 
 
-class SweepCLI(TestbedCLI):
-    """TestbedCLI that builds its parser once per process and reuses it: building LightningCLI's parser
-    costs about 0.5 s, more than a small run, and a sweep worker parses hundreds of runs' arguments."""
-
-    _built: ClassVar[tuple | None] = None
-
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
-        if SweepCLI._built is None:
-            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-            SweepCLI._built = (self.parser, self._subcommand_method_arguments, self._subcommand_parsers)
-        self.parser, self._subcommand_method_arguments, self._subcommand_parsers = SweepCLI._built
-
-
-def lightning_cli(argv: list[str], reuse_parser: bool = False) -> TestbedCLI:
-    """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed.
-    `reuse_parser` keeps one parser per process (sweeps); its runs write exactly what a fresh CLI writes."""
-    return (SweepCLI if reuse_parser else TestbedCLI)(**CLI_KWARGS, args=argv)
+def lightning_cli(argv: list[str]) -> TestbedCLI:
+    """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed."""
+    return TestbedCLI(**CLI_KWARGS, args=argv)
 
 
 class _ParseOnly(TestbedCLI):
     def instantiate_classes(self) -> None:
         pass
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
 
 def resolver() -> ArgumentParser:
-    """The `fit` parser without a subcommand: resolves a run's arguments to its full config, cheaply."""
-    return _ParseOnly(**CLI_KWARGS, run=False, args=["--model=ERM", "--data=SpuriousShapes"]).parser
+    """The `fit` parser: resolves a run's arguments (without the subcommand) to the full config that `fit`
+    saves as config.yaml, cheaply."""
+    return _ParseOnly(**CLI_KWARGS, args=["fit", "--model=ERM", "--data=SpuriousShapes"])._subcommand_parsers["fit"]
 
 
 def main(argv: list[str] | None = None) -> None:

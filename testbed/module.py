@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from testbed.backbones import Arch, build_backbone, count_params, training_flops_per_sample
+from testbed.backbones import Arch, backbone_flops, build_backbone, count_params
 from testbed.envs.base import Batch, ShiftedEnv, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.metrics import env_metrics, summarize, tally
@@ -43,7 +43,7 @@ class Baseline(L.LightningModule):
         self.save_hyperparameters()
         self.net = build_backbone(arch, input_shape, n_classes, width, depth, weights)
         self.n_params = count_params(self.net)
-        self.flops_per_sample = training_flops_per_sample(self.net, input_shape)
+        self.flops_per_sample = backbone_flops(self.net, arch, input_shape, n_classes, width, depth)
         if init_ckpt is not None:
             self.load_weights(init_ckpt)
         self.samples_seen = 0
@@ -160,7 +160,11 @@ class Baseline(L.LightningModule):
         roles = {s.name: s.role for s in env.specs}
         metrics = summarize(stage, tallies, roles, env.interventions if stage == "test" else ())
         metrics |= {f"{stage}/{k}": v for k, v in env.deployment_metrics(list(tallies)).items()}
-        self.log_dict(metrics, rank_zero_only=True)
+        if stage == "val":  # through `self.log`, where callbacks (checkpoints, early stopping) can monitor them
+            self.log_dict(metrics, rank_zero_only=True)
+        else:  # straight to the loggers: 30-odd `self.log` calls cost about 20 ms, more than a tiny run's test
+            for logger in self.loggers:
+                logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step)
         return metrics
 
     def on_validation_epoch_start(self) -> None:

@@ -58,3 +58,10 @@ def write_results(trainer: L.Trainer, model: Baseline, seed: int | None, wall_ti
     if trainer.is_global_zero:
         write_atomic(path, json.dumps(summary(trainer, model, seed, wall_time_s), indent=2) + "\n")
     return path
+
+
+def finish_fit(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float) -> Path:
+    """What `fit` does after training, in the CLI and in sweep runs alike: test on every environment, then
+    write `results.json`."""
+    trainer.test(model, datamodule=trainer.datamodule, verbose=False)
+    return write_results(trainer, model, seed, wall_time_s)

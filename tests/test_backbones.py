@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from testbed.backbones import build_backbone, count_params, training_flops_per_sample
+from testbed.backbones import backbone_flops, build_backbone, count_params, training_flops_per_sample
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
@@ -32,3 +32,9 @@ def test_torchvision_models_get_a_new_head_and_pretrained_weights_are_checked_be
         build_backbone("mlp", (3, 8, 8), 2, 8, 1, weights="DEFAULT")
     with pytest.raises(ConfigError, match="takes 3-channel images"):
         build_backbone("resnet18", (2, 14, 14), 2, 1, 1)
+
+
+def test_flops_counted_once_per_backbone_shape_are_those_of_each_net():
+    first, second = (build_backbone("mlp", (3, 8, 8), 2, 16, 1) for _ in range(2))
+    for net in (first, second):
+        assert backbone_flops(net, "mlp", (3, 8, 8), 2, 16, 1) == training_flops_per_sample(net, (3, 8, 8))
