@@ -36,7 +36,7 @@ def main() -> None:
     runs = small_runs(args.runs)
     with tempfile.TemporaryDirectory() as tmp, mp.get_context("spawn").Pool(2, _quiet_worker, (1,)) as pool:
         fresh = lambda: Path(tmp) / f"r{len(list(Path(tmp).iterdir()))}"  # noqa: E731  (new sweep folder)
-        pool.map(_execute, [(run, fresh()) for run in runs[:2]], chunksize=1)  # imports and first-run warm-up
+        pool.map(_execute, [([run], fresh()) for run in runs[:2]], chunksize=1)  # imports and first-run warm-up
 
         def one_process() -> None:
             root = fresh()
@@ -45,7 +45,7 @@ def main() -> None:
 
         def two_workers() -> None:
             root = fresh()
-            pool.map(_execute, [(run, root) for run in runs], chunksize=1)
+            pool.map(_execute, [([run], root) for run in runs], chunksize=1)
 
         times = interleaved({"1 worker x 2 threads": lambda: timed(one_process),
                              "2 workers x 1 thread": lambda: timed(two_workers)}, repeats=args.repeats)

@@ -59,7 +59,7 @@ class TestbedCLI(LightningCLI):
 
     def after_fit(self) -> None:
         wall = time.perf_counter() - self._start
-        rank_zero_info(f"results: {finish_fit(self.trainer, self.model, self._seed(), wall)}")
+        rank_zero_info(f"results: {finish_fit(self.trainer, self.model, self.datamodule, self._seed(), wall)}")
 
     def after_test(self) -> None:
         rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), None)}")

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from testbed.errors import ConfigError, check_positive
 from testbed.results import write_atomic
-from testbed.sweep import Run, execute, expand, identify, load_sweep
+from testbed.sweep import Run, execute_job, expand, identify, load_sweep, packs
 
 
 def _quiet_worker(threads: int) -> None:
@@ -25,30 +25,29 @@ def _quiet_worker(threads: int) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _execute(job: tuple[Run, Path]) -> str:
-    return execute(*job)
+def _execute(job: tuple[list[Run], Path]) -> list[str]:
+    return execute_job(*job)
 
 
-def run_local(runs: list[Run], root: Path, workers: int) -> list[str]:
-    bar = tqdm(total=len(runs), desc="runs", unit="run")
+def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
+    bar = tqdm(total=sum(map(len, jobs)), desc="runs", unit="run")
+    statuses = []
     if workers == 1:
         _quiet_worker(os.cpu_count() or 1)
-        statuses = []
-        for run in runs:
-            statuses.append(execute(run, root))
-            bar.update()
+        for job in jobs:
+            statuses += execute_job(job, root)
+            bar.update(len(job))
         return statuses
     threads = max(1, (os.cpu_count() or 1) // workers)
     with mp.get_context("spawn").Pool(workers, initializer=_quiet_worker, initargs=(threads,)) as pool:
-        statuses = []
-        for status in pool.imap_unordered(_execute, [(run, root) for run in runs]):
-            statuses.append(status)
-            bar.update()
+        for done in pool.imap_unordered(_execute, [(job, root) for job in jobs]):
+            statuses += done
+            bar.update(len(done))
     return statuses
 
 
-def run_ray(runs: list[Run], root: Path, address: str | None) -> list[str]:
-    """Each run is a Ray task of one CPU; `root` and the config files must be on a filesystem every node sees."""
+def run_ray(jobs: list[list[Run]], root: Path, address: str | None) -> list[str]:
+    """Each job is a Ray task of one CPU; `root` and the config files must be on a filesystem every node sees."""
     try:
         import ray
     except ImportError:
@@ -56,14 +55,15 @@ def run_ray(runs: list[Run], root: Path, address: str | None) -> list[str]:
     local = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
     ray.init(address=address, log_to_driver=False, **local)
     try:
-        task = ray.remote(num_cpus=1)(execute)
-        pending = [task.remote(run, root) for run in runs]
+        task = ray.remote(num_cpus=1)(execute_job)
+        pending = [task.remote(job, root) for job in jobs]
         statuses = []
-        with tqdm(total=len(runs), desc="runs", unit="run") as bar:
+        with tqdm(total=sum(map(len, jobs)), desc="runs", unit="run") as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                statuses += ray.get(done)
-                bar.update(len(done))
+                (finished,) = ray.get(done)
+                statuses += finished
+                bar.update(len(finished))
         return statuses
     finally:
         ray.shutdown()
@@ -85,7 +85,13 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
             print(run.id, run.axes, f"seed={run.seed}")
         return Counter()
     write_atomic(root / "sweep.yaml", Path(config).read_text())
-    statuses = run_ray(pending, root, address) if executor == "ray" else run_local(pending, root, workers)
+    jobs = packs(pending) if sweep.pack else [[run] for run in pending]
+    packed = sum(len(job) for job in jobs if len(job) > 1)
+    if sweep.pack and pending:
+        print(f"packing: {packed} runs train in {sum(len(job) > 1 for job in jobs)} packed models; "
+              f"{len(pending) - packed} one by one (packing needs runs that differ only in their seed, ERM on an "
+              f"mlp backbone, no validation or checkpoints, on the CPU)")
+    statuses = run_ray(jobs, root, address) if executor == "ray" else run_local(jobs, root, workers)
     counts = Counter(statuses)
     print(f"sweep {sweep.name}: {counts['done']} ran, {counts['failed']} failed, "
           f"{len(runs) - len(pending)} skipped; results in {root}")

@@ -87,11 +87,12 @@ def batches(members: list[Member], batch_size: int, epochs: int) -> Iterator[tup
 
 
 def fit_packed(members: list[Member], lr: float, batch_size: int, epochs: int,
-               weight_decay: float = 0.0) -> tuple[PackedMLP, Tensor]:
-    """Train the members' MLPs as one `PackedMLP`; returns it and the losses `[steps, N]`."""
+               weight_decay: float = 0.0) -> tuple[PackedMLP, Tensor, Tensor]:
+    """Train the members' MLPs as one `PackedMLP`; returns it, the losses and the correct predictions
+    `[steps, N]`."""
     model = PackedMLP([m.net for m in members])
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    losses = []
+    losses, correct = [], []
     for x, y in batches(members, batch_size, epochs):
         logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
@@ -99,7 +100,17 @@ def fit_packed(members: list[Member], lr: float, batch_size: int, epochs: int,
         loss.sum().backward()  # the sum's gradient for each model is that of its own mean loss
         opt.step()
         losses.append(loss.detach())
-    return model, torch.stack(losses)
+        correct.append((logits.detach().argmax(-1) == y).sum(1))
+    return model, torch.stack(losses), torch.stack(correct)
+
+
+@torch.no_grad()
+def unpack(model: PackedMLP, nets: list[nn.Module]) -> None:
+    """Copy each packed model's weights back into its own net."""
+    for i, net in enumerate(nets):
+        for layer, w, b in zip(linears(net), model.weights, model.biases):
+            layer.weight.copy_(w[i].t())
+            layer.bias.copy_(b[i, 0])
 
 
 def train_sequential(member: Member, lr: float, batch_size: int, epochs: int, weight_decay: float = 0.0) -> Tensor:

@@ -60,8 +60,9 @@ def write_results(trainer: L.Trainer, model: Baseline, seed: int | None, wall_ti
     return path
 
 
-def finish_fit(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float) -> Path:
+def finish_fit(trainer: L.Trainer, model: Baseline, env: L.LightningDataModule, seed: int | None,
+               wall_time_s: float) -> Path:
     """What `fit` does after training, in the CLI and in sweep runs alike: test on every environment, then
     write `results.json`."""
-    trainer.test(model, datamodule=trainer.datamodule, verbose=False)
+    trainer.test(model, datamodule=env, verbose=False)
     return write_results(trainer, model, seed, wall_time_s)

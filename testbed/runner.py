@@ -8,15 +8,22 @@ into the model as TestbedCLI links it, and `config.yaml`, `metrics.csv` and `res
 """
 
 import importlib
+import inspect
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+from torch import Tensor
 
 from testbed.cli import MODEL_LINKS
+from testbed.envs.base import ShiftedEnv, TensorLoader
+from testbed.module import Baseline
+from testbed.packed import Member, fit_packed, unpack
 from testbed.results import finish_fit, write_atomic
 
 # The keys of a `fit` config that are not arguments of `Trainer.fit` (LightningCLI's optimiser keys are refused
@@ -54,9 +61,8 @@ def config_text(config: dict[str, Any]) -> str:
     return f"# lightning.pytorch=={L.__version__}\n{body}"
 
 
-def fit_resolved(config: dict[str, Any]) -> Path:
-    """Do what `testbed fit` does for this resolved `fit` config (the dump of `testbed.cli.resolver`, with an
-    integer `seed_everything`): seed, build, fit, test, and write the run's files; returns results.json."""
+def build(config: dict[str, Any]) -> tuple[int, ShiftedEnv, Baseline, L.Trainer]:
+    """Seed, then build the environment, the model and the Trainer of a resolved config; write config.yaml."""
     seed = config["seed_everything"]
     L.seed_everything(seed, workers=True)
     env = instantiate_module(config["data"])
@@ -65,7 +71,77 @@ def fit_resolved(config: dict[str, Any]) -> Path:
     trainer = L.Trainer(**{key: instantiate(value) for key, value in config["trainer"].items()})
     if trainer.is_global_zero:
         write_atomic(Path(trainer.log_dir) / "config.yaml", config_text(config))
+    return seed, env, model, trainer
+
+
+def fit_resolved(config: dict[str, Any]) -> Path:
+    """Do what `testbed fit` does for this resolved `fit` config (the dump of `testbed.cli.resolver`, with an
+    integer `seed_everything`): seed, build, fit, test, and write the run's files; returns results.json."""
+    seed, env, model, trainer = build(config)
     fit_args = {k: v for k, v in config.items() if k not in NOT_FIT_ARGS}  # `ckpt_path` and, in recent Lightning, more
     start = time.perf_counter()
     trainer.fit(model, datamodule=env, **fit_args)
-    return finish_fit(trainer, model, seed, time.perf_counter() - start)
+    return finish_fit(trainer, model, env, seed, time.perf_counter() - start)
+
+
+# Packing: runs that differ only in their seeds train as one batched model (`testbed.packed`), when what they
+# train is plain ERM on an MLP with nothing else in the Trainer's loop. Trainer settings that may differ from
+# Lightning's defaults without changing what a fit computes:
+PACKABLE_TRAINER = {"max_epochs", "logger", "enable_progress_bar", "enable_model_summary", "enable_autolog_hparams",
+                    "num_sanity_val_steps", "log_every_n_steps", "limit_val_batches", "enable_checkpointing",
+                    "default_root_dir", "limit_test_batches", "accelerator", "devices"}
+TRAINER_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).parameters.items()}
+
+
+def pack_key(config: dict[str, Any]) -> str | None:
+    """What runs must share to be packed together (their config without seeds and output), or None if this run
+    cannot be packed: it must be `ERM` with an `mlp` backbone from a random init, without validation,
+    checkpoints or other Trainer features, on the CPU, on an environment whose batches need no transform."""
+    model, trainer = config["model"], config["trainer"]
+    changed = {k for k, v in trainer.items() if k in TRAINER_DEFAULTS and v != TRAINER_DEFAULTS[k]}
+    if (model["class_path"] not in ("testbed.baselines.ERM", "testbed.baselines.erm.ERM")
+            or model["init_args"].get("arch") != "mlp" or model["init_args"].get("init_ckpt") is not None
+            or changed - PACKABLE_TRAINER or trainer.get("limit_val_batches") != 0
+            or trainer.get("enable_checkpointing") is not False or trainer.get("accelerator") not in ("auto", "cpu")
+            or torch.cuda.is_available() or not trainer.get("max_epochs")
+            or load(config["data"]["class_path"]).on_after_batch_transfer
+            is not L.LightningDataModule.on_after_batch_transfer):
+        return None
+    shared = {**config, "seed_everything": None, "trainer": {**trainer, "logger": None},
+              "data": {**config["data"], "init_args": {**config["data"]["init_args"], "seed": None}}}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
+    """Runs of one `pack_key`, trained as one packed MLP, then each tested and written as `fit_resolved` writes
+    it: the same initial weights, data order and updates, so the same results up to float rounding. Each run's
+    `wall_time_s` is its share of the packed training time."""
+    built = [build(config) for config in configs]
+    start = time.perf_counter()
+    for _, env, _, _ in built:
+        env.setup("fit")
+    members = [Member(model.net, env.train_data, env.seed) for _, env, model, _ in built]
+    _, env, model, trainer = built[0]
+    epochs, hp = trainer.max_epochs, model.hparams
+    packed, losses, correct = fit_packed(members, hp.lr, env.batch_size, epochs, hp.weight_decay)
+    unpack(packed, [m.net for m in members])
+    wall = (time.perf_counter() - start) / len(built)
+    n = len(members[0].data.y)
+    sizes = torch.tensor([len(rows) if isinstance(rows, Tensor) else rows.stop - rows.start
+                          for rows in TensorLoader(members[0].data, env.batch_size, shuffle=True).indices()])
+    per_epoch = len(sizes)
+    paths = []
+    for i, (seed, env, model, trainer) in enumerate(built):
+        for e in range(epochs):  # the training log of a sequential fit: loss and accuracy per epoch
+            steps = slice(e * per_epoch, (e + 1) * per_epoch)
+            metrics = {"train/acc": correct[steps, i].sum().item() / n,
+                       "train/loss": (losses[steps, i] * sizes).sum().item() / n, "epoch": e}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=(e + 1) * per_epoch - 1)
+        # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
+        trainer.fit_loop.epoch_progress.current.completed = epochs
+        trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = (
+            epochs * per_epoch)
+        model.samples_seen = epochs * n
+        paths.append(finish_fit(trainer, model, env, seed, wall))
+    return paths

@@ -42,6 +42,8 @@ class Sweep:
         seeds: each run is repeated with `seed_everything` and `data.seed` set to each seed.
         search: `grid` (every combination) or `random` (`samples` draws, seeded per axis name so that
             adding an axis never changes the draws of the others).
+        pack: train runs that differ only in their seed as one batched model where that gives the same
+            results (ERM on an MLP, no validation or checkpoints: `testbed.runner.pack_key`).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Sweep:
     search: Literal["grid", "random"] = "grid"
     samples: int = 10
     search_seed: int = 0
+    pack: bool = True
 
 
 @dataclass
@@ -88,6 +91,8 @@ def load_sweep(path: str | Path) -> Sweep:
     if sweep.search not in ("grid", "random"):
         raise ConfigError(f"sweep.search: {sweep.search!r} is not allowed; choose one of grid, random")
     check_positive("sweep.samples", sweep.samples)
+    if not isinstance(sweep.pack, bool):
+        raise ConfigError(f"sweep.pack: {sweep.pack!r} is not allowed; choose one of true, false")
     for name, values in sweep.axes.items():
         if not values or not isinstance(values, list | dict):
             raise ConfigError(f"sweep.axes.{name}: must be a non-empty list of values")
@@ -184,22 +189,48 @@ def fit_args(run: Run, out: Path) -> list[str]:
     return ["fit", *run.argv, *(as_arg(f"trainer.{k}", v) for k, v in run_trainer(out).items())]
 
 
-def execute(run: Run, root: Path) -> str:
-    """Run one training run into `root/<id>/`; returns "done", "skipped" or "failed"."""
-    from testbed.runner import fit_resolved
-
+def start(run: Run, root: Path) -> Path | None:
+    """The run's empty folder with its run.json, or None if the run is done."""
     out = root / run.id
     if (out / "done").exists():
-        return "skipped"
+        return None
     if out.exists():
         shutil.rmtree(out)  # half-written by a killed or failed attempt
     out.mkdir(parents=True)
     described = {k: v for k, v in asdict(run).items() if k != "config"}  # config.yaml holds the config
     write_atomic(out / "run.json", json.dumps(described, indent=2) + "\n")
+    return out
+
+
+def execute(run: Run, root: Path) -> str:
+    """Run one training run into `root/<id>/`; returns "done", "skipped" or "failed"."""
+    return execute_job([run], root)[0]
+
+
+def execute_job(runs: list[Run], root: Path) -> list[str]:
+    """Run these runs into `root/<id>/`, as one packed job if there are several (runs of one `pack_key`);
+    returns "done", "skipped" or "failed" for each. A failure fails the job's every run."""
+    from testbed.runner import fit_packed_runs, fit_resolved
+
+    outs = {run.id: start(run, root) for run in runs}
+    todo = [run for run in runs if outs[run.id] is not None]
+    configs = [{**run.config, "trainer": {**run.config["trainer"], **run_trainer(outs[run.id])}} for run in todo]
     try:
-        fit_resolved({**run.config, "trainer": {**run.config["trainer"], **run_trainer(out)}})
+        fit_packed_runs(configs) if len(configs) > 1 else [fit_resolved(c) for c in configs]
     except (Exception, SystemExit):
-        write_atomic(out / "error.txt", traceback.format_exc())
-        return "failed"
-    write_atomic(out / "done", "")
-    return "done"
+        for run in todo:
+            write_atomic(outs[run.id] / "error.txt", traceback.format_exc())
+        return ["skipped" if outs[run.id] is None else "failed" for run in runs]
+    for run in todo:
+        write_atomic(outs[run.id] / "done", "")
+    return ["skipped" if outs[run.id] is None else "done" for run in runs]
+
+
+def packs(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped into jobs: those of one `pack_key` together, every other run alone."""
+    from testbed.runner import pack_key
+
+    jobs: dict[str, list[Run]] = {}
+    for run in runs:
+        jobs.setdefault(pack_key(run.config) or run.id, []).append(run)
+    return list(jobs.values())

@@ -28,7 +28,7 @@ def members(arch: str, n: int = 3) -> list[Member]:
 
 def test_packed_losses_and_weights_match_sequential_runs():
     packed_members, sequential_members = members("mlp"), members("mlp")
-    model, packed = fit_packed(packed_members, lr=1e-2, batch_size=64, epochs=3, weight_decay=1e-3)
+    model, packed, _ = fit_packed(packed_members, lr=1e-2, batch_size=64, epochs=3, weight_decay=1e-3)
     sequential = torch.stack([train_sequential(m, 1e-2, 64, 3, 1e-3) for m in sequential_members], dim=1)
     assert packed.shape == sequential.shape == (15, 3)
     assert (packed - sequential).abs().max() <= 1e-5
@@ -71,3 +71,33 @@ def test_sweep_runs_built_from_the_resolved_config_write_what_a_fresh_cli_writes
         assert rows == read_csv(fresh / "metrics.csv")
         train = [r for r in rows if r["train/loss"]]
         assert len(train) == 2 and all(0 <= float(r["train/acc"]) <= 1 for r in train)
+
+
+def test_a_sweep_packs_seeds_of_erm_mlps_and_writes_what_sequential_runs_write(tmp_path, capsys):
+    """Packed (the default) and unpacked runs of one sweep: the same files, progress and results, the
+    training log equal up to float rounding; Oracle runs cannot be packed and run one by one."""
+    sweep = {"name": "p", "configs": [str(CONFIGS / "envs" / "confounded.yaml")],
+             "args": {"data.n_train": 300, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 2,
+                      "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "model.width": 8,
+                      "data.batch_size": 64},
+             "axes": {"model": ["ERM", "Oracle"]}, "seeds": [0, 1, 2]}
+    from testbed.executors import run_sweep
+
+    for pack in (True, False):
+        (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))
+        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 6
+    assert "packing: 3 runs train in 1 packed models; 3 one by one" in capsys.readouterr().out
+    for run in (tmp_path / "True").iterdir():
+        if not run.is_dir():
+            continue
+        other = tmp_path / "False" / run.name
+        assert {f.name for f in run.iterdir()} == {f.name for f in other.iterdir()}
+        a, b = (json.loads((d / "results.json").read_text()) for d in (run, other))
+        for key in ("model", "seed", "params", "n_train", "steps", "epochs", "train_samples", "train_flops"):
+            assert a[key] == b[key], key
+        assert a["metrics"].keys() == b["metrics"].keys()
+        assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
+        rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
+        assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]
+        for r, e in zip(rows, expected):
+            assert all(abs(float(r[k]) - float(e[k])) <= 1e-5 for k in e if e[k]), (r, e)

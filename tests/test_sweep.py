@@ -55,6 +55,7 @@ def test_random_search_is_seeded_per_axis(tmp_path):
     ({"colours": 3}, "sweep.colours: unknown key"),
     ({"axes": {"model.width": []}}, "sweep.axes.model.width"),
     ({"search": "bayes"}, "sweep.search"),
+    ({"pack": "yes"}, "sweep.pack"),
     ({"args": {**TINY, "optimizer": "SGD"}}, "optimizer: not supported in sweeps"),
 ])
 def test_bad_sweep_file_one_line_exit_2_nothing_started(tmp_path, monkeypatch, capsys, fields, message):
