@@ -64,15 +64,10 @@ class ContinualFinetune(Baseline):
         return {"phases": self.records}
 
     def on_fit_start(self) -> None:
-        epochs, n = self.trainer.max_epochs, len(self.phases)
-        if epochs % n:
-            raise ConfigError(f"trainer.max_epochs: {epochs} does not split evenly over {n} phases")
+        self.epochs_per_phase = self.split_epochs(len(self.phases), "phases")
         self.envs = self.variants(self.env)
         for env in self.envs.values():
             env.setup()
-        self.epochs_per_phase = epochs // n
-        # Lightning asks the environment for training data again at each phase's start.
-        self.trainer.reload_dataloaders_every_n_epochs = self.epochs_per_phase
         self.records = []
         self.start_phase(0)
 

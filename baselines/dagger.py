@@ -44,12 +44,7 @@ class DAgger(Baseline):
         return {"dagger": {"curve": self.curve}}
 
     def on_fit_start(self) -> None:
-        epochs, rounds = self.trainer.max_epochs, self.hparams.rounds
-        if epochs % rounds:
-            raise ConfigError(f"trainer.max_epochs: {epochs} does not split evenly over {rounds} rounds")
-        self.epochs_per_round = epochs // rounds
-        # Lightning asks the environment for training data again at each round's start.
-        self.trainer.reload_dataloaders_every_n_epochs = self.epochs_per_round
+        self.epochs_per_round = self.split_epochs(self.hparams.rounds, "rounds")
         self.pool, self.curve, self.labels = self.env.train_data, [], 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -119,6 +119,15 @@ class Baseline(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.samples_seen += len(batch.y)
 
+    def split_epochs(self, stages: int, what: str) -> int:
+        """The trainer's epochs per stage (a regime's phases or rounds), split evenly; Lightning then asks the
+        environment for training data again at each stage's start, so that it picks up what `env.served`."""
+        epochs = self.trainer.max_epochs
+        if epochs % stages:
+            raise ConfigError(f"trainer.max_epochs: {epochs} does not split evenly over {stages} {what}")
+        self.trainer.reload_dataloaders_every_n_epochs = epochs // stages
+        return epochs // stages
+
     @property
     def total_samples(self) -> int:
         """Training samples seen so far, over all ranks."""
