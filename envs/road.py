@@ -156,11 +156,21 @@ class Road:
         correlation, from a fixed long simulation."""
         return _agreement(self)
 
+    def expert_return(self, episodes: int, seed: int) -> float:
+        """The expert's mean return on these episodes, which closed-loop returns are normalised by. Cached:
+        evaluation drives the same episodes every time."""
+        return _expert_return(self, episodes, seed)
+
 
 @cache
 def _agreement(road: Road) -> float:
     t = road.rollout(None, episodes=256, seed=12345)
     return float((t.light == t.expert).mean())
+
+
+@cache
+def _expert_return(road: Road, episodes: int, seed: int) -> float:
+    return float(road.rollout(None, episodes, seed).returns.mean())
 
 
 class BrakingEnv(gym.Env):
