@@ -90,7 +90,7 @@ def fit_resolved(config: dict[str, Any]) -> Path:
 PACKABLE_TRAINER = {"max_epochs", "logger", "enable_progress_bar", "enable_model_summary", "enable_autolog_hparams",
                     "num_sanity_val_steps", "log_every_n_steps", "limit_val_batches", "enable_checkpointing",
                     "default_root_dir", "limit_test_batches", "accelerator", "devices"}
-TRAINER_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).parameters.items()}
+LIGHTNING_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).parameters.items()}
 
 
 def pack_key(config: dict[str, Any]) -> str | None:
@@ -98,7 +98,7 @@ def pack_key(config: dict[str, Any]) -> str | None:
     cannot be packed: it must be `ERM` with an `mlp` backbone from a random init, without validation,
     checkpoints or other Trainer features, on the CPU, on an environment whose batches need no transform."""
     model, trainer = config["model"], config["trainer"]
-    changed = {k for k, v in trainer.items() if k in TRAINER_DEFAULTS and v != TRAINER_DEFAULTS[k]}
+    changed = {k for k, v in trainer.items() if k in LIGHTNING_DEFAULTS and v != LIGHTNING_DEFAULTS[k]}
     if (model["class_path"] not in ("testbed.baselines.ERM", "testbed.baselines.erm.ERM")
             or model["init_args"].get("arch") != "mlp" or model["init_args"].get("init_ckpt") is not None
             or changed - PACKABLE_TRAINER or trainer.get("limit_val_batches") != 0
