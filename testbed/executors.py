@@ -5,6 +5,8 @@ No executor starts a new Python per run: imports cost seconds, a small run less 
 
 import multiprocessing as mp
 import os
+import queue
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -25,25 +27,94 @@ def _quiet_worker(threads: int) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _execute(job: tuple[list[Run], Path]) -> list[str]:
-    return execute_job(*job)
+def _serve(inbox: "mp.SimpleQueue", outbox: "mp.Queue", threads: int) -> None:
+    """A worker process: runs the jobs it is handed, one at a time, until it is handed None."""
+    _quiet_worker(threads)
+    for index, job, root in iter(inbox.get, None):
+        outbox.put((index, execute_job(job, root)))
+
+
+class _Worker:
+    """One long-lived worker process and the job it holds (its index in the job list), if any."""
+
+    def __init__(self, ctx: mp.context.SpawnContext, outbox: "mp.Queue", threads: int) -> None:
+        self.inbox = ctx.SimpleQueue()
+        self.proc = ctx.Process(target=_serve, args=(self.inbox, outbox, threads), daemon=True)
+        self.proc.start()
+        self.job: int | None = None
+
+
+def _ended(exitcode: int | None) -> str:
+    return f"was killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exited ({exitcode})"
+
+
+def _lost(job: list[Run], root: Path, how: str) -> list[str]:
+    """The statuses of a job whose worker died under it (e.g. SIGKILL from the out-of-memory killer): its runs
+    that finished stay done, the others fail with an `error.txt` that says how the worker ended."""
+    statuses = []
+    for run in job:
+        out = root / run.id
+        if (out / "done").exists():
+            statuses.append("done")
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "error.txt", f"the worker process running this run {how} (out of memory?); the next "
+                                        "invocation of the sweep runs it again\n")
+        statuses.append("failed")
+    return statuses
 
 
 def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
+    """Run the jobs in this process (one worker) or in `workers` spawned processes. A worker that dies fails
+    the job it held and is replaced, so one lost process never hangs the sweep."""
     bar = tqdm(total=sum(map(len, jobs)), desc="runs", unit="run")
-    statuses = []
+    statuses: list[str] = []
     if workers == 1:
         _quiet_worker(os.cpu_count() or 1)
         for job in jobs:
             statuses += execute_job(job, root)
             bar.update(len(job))
         return statuses
+    ctx = mp.get_context("spawn")
+    outbox = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with mp.get_context("spawn").Pool(workers, initializer=_quiet_worker, initargs=(threads,)) as pool:
-        for done in pool.imap_unordered(_execute, [(job, root) for job in jobs]):
-            statuses += done
-            bar.update(len(done))
+    pool = [_Worker(ctx, outbox, threads) for _ in range(min(workers, len(jobs)))]
+    todo, left = list(range(len(jobs))), set(range(len(jobs)))
+
+    def finish(index: int, done: list[str]) -> None:
+        left.discard(index)
+        statuses.extend(done)
+        bar.update(len(done))
+
+    try:
+        while left:
+            for worker in pool:
+                if worker.job is None and todo:
+                    worker.job = todo.pop(0)
+                    worker.inbox.put((worker.job, jobs[worker.job], root))
+            try:
+                index, done = outbox.get(timeout=0.2)
+                if index in left:  # not already reported lost
+                    finish(index, done)
+                    next(w for w in pool if w.job == index).job = None
+            except queue.Empty:
+                pass
+            for i, worker in enumerate(pool):
+                if worker.job is not None and not worker.proc.is_alive():
+                    finish(worker.job, _lost(jobs[worker.job], root, _ended(worker.proc.exitcode)))
+                    pool[i] = _Worker(ctx, outbox, threads)
+    finally:
+        for worker in pool:
+            if worker.proc.is_alive():
+                worker.inbox.put(None)
+        for worker in pool:
+            worker.proc.join(timeout=10)
+            if worker.proc.is_alive():
+                worker.proc.kill()
     return statuses
+
+
+RAY_RETRIES = 2  # a task whose worker process dies is run again this many times before its runs fail
 
 
 def run_ray(jobs: list[list[Run]], root: Path, address: str | None) -> list[str]:
@@ -55,13 +126,16 @@ def run_ray(jobs: list[list[Run]], root: Path, address: str | None) -> list[str]
     local = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
     ray.init(address=address, log_to_driver=False, **local)
     try:
-        task = ray.remote(num_cpus=1)(execute_job)
-        pending = [task.remote(job, root) for job in jobs]
-        statuses = []
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(execute_job)
+        refs = {task.remote(job, root): job for job in jobs}
+        pending, statuses = list(refs), []
         with tqdm(total=sum(map(len, jobs)), desc="runs", unit="run") as bar:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                (finished,) = ray.get(done)
+                (done,), pending = ray.wait(pending, num_returns=1)
+                try:
+                    finished = ray.get(done)
+                except ray.exceptions.WorkerCrashedError:  # died RAY_RETRIES + 1 times
+                    finished = _lost(refs[done], root, f"crashed {RAY_RETRIES + 1} times")
                 statuses += finished
                 bar.update(len(finished))
         return statuses

@@ -23,7 +23,9 @@ def sweep(argv: list[str]) -> None:
     a = p.parse_args(argv)
     from testbed.executors import run_sweep
 
-    run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)
+    counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)
+    if counts["failed"]:
+        raise SystemExit(1)
 
 
 def _sweep_dir(prog: str, description: str, argv: list[str]) -> Path:

@@ -88,7 +88,9 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = write_sweep(tmp_path / "s.yaml", axes={"model": ["test_sweep.Exploding"], "model.width": [8, 16]},
                         seeds=[0])
-    run_cli("sweep", "-c", str(sweep), "--out", "out")
+    with pytest.raises(SystemExit) as exit_:  # the sweep finishes the others, then says runs failed
+        run_cli("sweep", "-c", str(sweep), "--out", "out")
+    assert exit_.value.code == 1
     runs = [d for d in (tmp_path / "out/s").iterdir() if d.is_dir()]
     assert len(runs) == 2
     (ok,) = finished(tmp_path / "out/s")
@@ -124,3 +126,36 @@ def test_ray_executor_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path / "s.yaml", axes={"model": ["ERM", "Oracle"]}, seeds=[0])
     run_cli("sweep", "-c", str(sweep), "--out", "out", "--executor", "ray")
     assert len(finished(tmp_path / "out/s")) == 2
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is `pid` (the sweep's worker processes), from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_a_killed_worker_fails_its_run_and_the_sweep_finishes(tmp_path):
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8, 16, 24], "data.n_train": [200, 300]},
+                        pack=False)
+    cmd = [sys.executable, "-m", "testbed", "sweep", "-c", str(sweep), "--out", str(tmp_path / "out"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root, deadline = tmp_path / "out/s", time.time() + 120
+    while time.time() < deadline and not (root.exists() and finished(root)):  # the workers are running runs
+        time.sleep(0.05)
+    workers = [p for p in children(proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert workers, "the sweep runs worker processes"
+    os.kill(workers[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)  # the sweep ends by itself
+    assert proc.returncode == 1, out
+    errors = [d / "error.txt" for d in root.iterdir() if (d / "error.txt").exists()]
+    assert len(errors) == 1 and "killed by SIGKILL" in errors[0].read_text(), out
+    assert len(finished(root)) == 11
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)  # the next invocation runs the lost run
+    assert len(finished(root)) == 12
