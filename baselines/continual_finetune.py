@@ -123,6 +123,3 @@ class ContinualFinetune(Baseline):
         self.log_dict(logged, rank_zero_only=True)
         if k + 1 < n:
             self.start_phase(k + 1)
-
-    def on_fit_end(self) -> None:
-        self.env.served = None

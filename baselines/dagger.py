@@ -62,14 +62,12 @@ class DAgger(Baseline):
         visited, outcome = env.visit(self, self.hparams.episodes, seed=env.seed * 1_000 + k)
         n = round(self.hparams.fraction * len(visited.y))
         if n:
-            chosen = torch.randperm(len(visited.y), generator=torch.Generator().manual_seed(k))[:n]
+            gen = torch.Generator().manual_seed(env.seed * 1_000 + k)  # each seed intervenes on other states
+            chosen = torch.randperm(len(visited.y), generator=gen)[:n]
             a = visited.a.clone()
-            a[chosen] = torch.randint(env.n_attr, (n,), generator=torch.Generator().manual_seed(k))
+            a[chosen] = torch.randint(env.n_attr, (n,), generator=gen)
             visited = visited._replace(x=env.intervene(visited._replace(a=a)), a=a)
         self.pool, self.labels = concat([self.pool, visited]), self.labels + len(visited.y)
         env.served = self.pool
         # The policy after k rounds, as it drove this rollout: the online curve.
         self.curve.append({"rounds": k, "samples": self.total_samples, "expert_labels": self.labels, **outcome})
-
-    def on_fit_end(self) -> None:
-        self.env.served = None

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from testbed.baselines.risks import group_risks
+from testbed.baselines.risks import annealed, group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.module import Baseline
@@ -31,6 +31,5 @@ class IRM(Baseline):
         _, risks = group_risks(self.cross_entropy(self(batch.x) * scale, batch.y), batch.e)
         grads = [torch.autograd.grad(r, scale, create_graph=True)[0] for r in risks]
         penalty = torch.stack(grads).pow(2).mean()
-        weight = self.hparams.penalty_weight if self.global_step >= self.hparams.anneal_steps else 1.0
         self.log("train/penalty", penalty, on_step=False, on_epoch=True)
-        return (risks.mean() + weight * penalty) / max(weight, 1.0)
+        return annealed(risks, penalty, self.hparams.penalty_weight, self.global_step, self.hparams.anneal_steps)

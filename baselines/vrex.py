@@ -2,7 +2,7 @@
 
 from torch import Tensor
 
-from testbed.baselines.risks import group_risks
+from testbed.baselines.risks import annealed, group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.module import Baseline
@@ -27,6 +27,5 @@ class VREx(Baseline):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         _, risks = group_risks(self.cross_entropy(self(batch.x), batch.y), batch.e)
         penalty = risks.var(unbiased=False)
-        weight = self.hparams.penalty_weight if self.global_step >= self.hparams.anneal_steps else 1.0
         self.log("train/penalty", penalty, on_step=False, on_epoch=True)
-        return (risks.mean() + weight * penalty) / max(weight, 1.0)
+        return annealed(risks, penalty, self.hparams.penalty_weight, self.global_step, self.hparams.anneal_steps)

@@ -119,6 +119,10 @@ class Baseline(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.samples_seen += len(batch.y)
 
+    def on_fit_end(self) -> None:
+        # A regime that served its own training data (a phase, DAgger's pool) hands the environment back as it was.
+        self.env.served = None
+
     def split_epochs(self, stages: int, what: str) -> int:
         """The trainer's epochs per stage (a regime's phases or rounds), split evenly; Lightning then asks the
         environment for training data again at each stage's start, so that it picks up what `env.served`."""
