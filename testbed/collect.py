@@ -84,11 +84,11 @@ def axis_columns(table: pd.DataFrame) -> list[str]:
 
 
 def regime_column(runs: pd.DataFrame) -> str | None:
-    """The column that separates regimes: the swept config files, else the training correlation."""
-    for col in ("config", "corr"):
-        if col in runs and runs[col].nunique() > 1:
-            return col
-    return None
+    """The column that names regimes: the sweep's config files (even one), else the training correlation where
+    it varies."""
+    if "config" in runs:
+        return "config"
+    return "corr" if "corr" in runs and runs["corr"].nunique() > 1 else None
 
 
 def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:

@@ -12,12 +12,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from testbed.endpoints import TOLERANCE, WHAT  # noqa: E402
-from testbed.fits import Fit  # noqa: E402
+from testbed.fits import MIN_POINTS, MIN_SEEDS, Fit  # noqa: E402
 from testbed.line import Line, probit  # noqa: E402
 
 AXIS_LABELS = {"params": "parameters (log scale)", "n_train": "training samples (log scale)",
                "flops": "training FLOPs (log scale)"}
-PROBIT_TICKS = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99]
+PROBIT_TICKS = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
 
 
 def colours(baselines: list[str]) -> dict[str, tuple]:
@@ -55,7 +55,9 @@ def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axi
                 ax.errorbar(stats[axis], stats["mean"], yerr=stats["std"].fillna(0), fmt="o", ms=4, capsize=2,
                             color=colour[baseline], label=baseline)
                 fit = fits.get((regime, baseline, axis, metric))
-                if fit is not None:
+                if fit is None or fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:  # no fit is claimed
+                    ax.plot(stats[axis], stats["mean"], color=colour[baseline], lw=0.8, alpha=0.4)
+                else:
                     inside = np.geomspace(fit.x_min, fit.x_max, 50)
                     ax.plot(inside, fit.predict(inside), color=colour[baseline], lw=1.2)
                     beyond = np.geomspace(fit.x_max, fit.horizon, 50)
@@ -67,7 +69,8 @@ def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axi
             ax.set_ylabel(textwrap.fill(WHAT[metric], 32) if j == 0 else "", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), bbox_to_anchor=(0.5, 1.05),
-               title="baseline; points: mean ± s.d. over seeds; lines: fit (dashed: extrapolation); dotted: tolerance",
+               title="points: mean ± s.d. over seeds; lines: the fit where one is claimed (dashed: extrapolated), "
+                     "else faint; dotted: tolerance",
                title_fontsize=8, fontsize=8)
     fig.tight_layout()
     return save(fig, path)

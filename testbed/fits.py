@@ -12,6 +12,7 @@ from the observed one by `t_{n-1} / z * sqrt(n / (n-1))` (2.7 at three seeds, 1.
 the interval of one mean then has the t interval's width. `tests/test_fits.py` checks the coverage.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,9 +99,11 @@ def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float
     """The power law through the means y, from the grid's best, refined by scipy's curve_fit."""
     m, a, alpha, rss = (v[0] for v in power_grid(u, y[None, :], w))
     try:
-        (m2, a2, alpha2), _ = optimize.curve_fit(lambda x, m_, a_, al: m_ + a_ * x**-al, u, y, p0=(m, a, alpha),
-                                                 sigma=1 / np.sqrt(w), bounds=([-np.inf, -np.inf, ALPHAS[0]],
-                                                                               [np.inf, np.inf, ALPHAS[-1]]))
+        with warnings.catch_warnings():  # the covariance is not used: the intervals come from the bootstrap
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            (m2, a2, alpha2), _ = optimize.curve_fit(lambda x, m_, a_, al: m_ + a_ * x**-al, u, y, p0=(m, a, alpha),
+                                                     sigma=1 / np.sqrt(w), bounds=([-np.inf, -np.inf, ALPHAS[0]],
+                                                                                   [np.inf, np.inf, ALPHAS[-1]]))
         rss2 = float((w * (y - m2 - a2 * u**-alpha2) ** 2).sum())
         if rss2 < rss:
             m, a, alpha, rss = m2, a2, alpha2, rss2

@@ -101,7 +101,7 @@ def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
     for (regime, baseline), group in rows.groupby(["regime", "baseline"]):
         by = group.set_index(["axis", "metric"])
         cells = [f"**{by.loc[(a, primary), 'verdict']}**" if (a, primary) in by.index else "-" for a in axes]
-        first = next(a for a in axes if (a, primary) in by.index or (a, "spurious_reliance") in by.index)
+        first = next((a for a in axes if (a, primary) in by.index), by.index[0][0])
         reason = []
         for metric in (primary, "spurious_reliance"):
             if (first, metric) in by.index:
@@ -130,8 +130,7 @@ def reference_check(runs: pd.DataFrame, reference: str | None, axes: list[str]) 
     agg["share"] = agg[["acc_id", "acc_avg"]].min(axis=1) / agg["ceiling"]
     lines = [f"| regime | {' | '.join(shown)} | {reference} ID acc. | OOD acc. | ceiling | lower / ceiling | "
              "unconverged runs |", "|---|" + "---|" * (len(shown) + 5)]
-    for r in agg.itertuples(index=False):
-        d = r._asdict()
+    for d in agg.to_dict("records"):
         flag = " **below 95%**" if d["share"] < CEILING_SHARE else ""
         lines.append(f"| {d['regime']} | " + " | ".join(str(d[c]) for c in shown)
                      + f" | {d['acc_id']:.3f} | {d['acc_avg']:.3f} | {d['ceiling']:.3f} | {d['share']:.2f}{flag} | "
@@ -266,17 +265,16 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     primary = metrics[0] if metrics else None
     seeds = runs["seed"].nunique()
 
-    out = [f"# Scaling report: {runs['sweep'].iloc[0]}", "",
-           f"**Selection: {label(sel.rule)}.**", "",
-           f"{len(runs)} runs ({'every finished folder' if all_runs else 'the current sweep file'}): baselines "
+    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+           f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
+           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}): baselines "
            f"{', '.join(sorted(runs['baseline'].unique()))}; {runs['params'].nunique()} model sizes "
            f"({runs['params'].min():,} to {runs['params'].max():,} parameters), {runs['n_train'].nunique()} "
            f"training-set sizes ({runs['n_train'].min():,} to {runs['n_train'].max():,}), {seeds} seeds. "
-           f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", "", "## Verdict", ""]
+           f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
     ref_lines, ref_warning = reference_check(runs, reference, sel.axes)
     under_lines, under_warning = undertrained(runs, sel.axes)
-    out += [w for w in (ref_warning, under_warning) if w]
-    out += [""] if ref_warning or under_warning else []
+    out += [line for w in (ref_warning, under_warning) if w for line in (w, "")]
     head_fig = []
     if primary is None or rows.empty:
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]

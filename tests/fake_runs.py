@@ -33,10 +33,13 @@ def write_manifest(sweep_dir: Path) -> None:
     (sweep_dir / "manifest.json").write_text(json.dumps({"sweep": sweep_dir.name, "runs": ids}))
 
 
-def aggregate_metrics(acc_id: float, acc_avg: float, acc_wg: float, reliance: float | None = None) -> dict[str, float]:
-    """The aggregate test metrics of a run, with its validation metrics equal to them."""
+def aggregate_metrics(acc_id: float, acc_avg: float, acc_wg: float, reliance: float | None = None,
+                      probe_wg: float | None = None) -> dict[str, float]:
+    """The aggregate test metrics of a run (and its probe's worst-group accuracy)."""
     out = {"test/acc_id": acc_id, "test/acc_avg": acc_avg, "test/acc_wg": acc_wg, "test/ood_gap": acc_id - acc_avg,
            "test/ood:corr=0.10/acc": acc_avg}
     if reliance is not None:
         out["test/spurious_reliance"] = reliance
+    if probe_wg is not None:
+        out |= {"probe/acc_wg": probe_wg, "probe/acc_avg": probe_wg + 0.05, "probe/spurious_reliance": 0.1}
     return out

@@ -60,7 +60,7 @@ def test_report_states_each_known_truth(tmp_path, small_bootstrap):
     assert gap.loc["IRM", "verdict"] == "collapses"
     assert gap.loc["Oracle", "verdict"] == "reference"
     report = (sweep / "report.md").read_text()
-    assert report.split("\n## ")[1].startswith("Verdict")
+    assert report.startswith("## Verdict\n")
     assert "closes at about 3e+06 parameters" in report and "extrapolated" in report
     criterion = report.split("## Criterion")[1]
     for word in set(table.verdict):
@@ -101,3 +101,26 @@ def test_no_closing_scale_is_claimed_past_the_horizon():
     fit = fit_trend(x, y, 0.02, bootstrap=200)
     assert fit.closing_scale == np.inf and fit.horizon == pytest.approx(1e6 * 10**fits.HORIZON)
     assert fits.verdict(fit, 0.02, "parameters")[0] == "does not close"
+
+
+def test_probe_gap_and_head_gap_are_fitted_and_read_apart(tmp_path, small_bootstrap):
+    """ERM's head stays on the spurious attribute while a probe on its features reaches the Oracle's probe
+    (Kirichenko et al. 2022): the feature gap closes, the head gap does not."""
+    sweep = tmp_path / "probe"
+    rng = np.random.default_rng(0)
+    for width, p in zip(WIDTHS, PARAMS):
+        for seed in range(3):
+            noise = rng.normal(0, 0.005, 3)
+            write_run(sweep, f"oracle-{width}-{seed}", baseline="Oracle", seed=seed, width=width, params=p,
+                      metrics=aggregate_metrics(0.75, 0.74, 0.7 + noise[0], 0.01, probe_wg=0.7 + noise[0]))
+            write_run(sweep, f"erm-{width}-{seed}", baseline="ERM", seed=seed, width=width, params=p,
+                      metrics=aggregate_metrics(0.85, 0.3, 0.2 + noise[1], 0.95,
+                                                probe_wg=0.7 - 0.4 * (p / 1e3) ** -0.5 + noise[2]))
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    table = pd.read_csv(sweep / "fits.csv").query("axis == 'params' and baseline == 'ERM'").set_index("metric")
+    assert table.loc["probe_confusion_gap", "verdict"] == "closes"
+    assert table.loc["confusion_gap", "verdict"] == "does not close"
+    section = (sweep / "report.md").read_text().split("## Features vs head (probe)")[1].split("\n## ")[0]
+    assert "| ERM |" in section and "the features carry the causal feature; the head does not use it" in section
+    assert (sweep / "figures/probe_vs_head.png").stat().st_size > 1000
