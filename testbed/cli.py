@@ -115,7 +115,7 @@ study scaling:
   sweep     run baselines x scales x seeds from a sweep YAML, resumably (local, worker processes or Ray)
   collect   gather a sweep's runs into one tidy table (results.csv)
   plot      draw a sweep's scaling curves (figures/*.png, *.pdf)
-  report    write report.md: trend of the OOD gap vs scale with bootstrap intervals and a verdict"""
+  report    write report.md: a verdict per regime and baseline from saturating fits with bootstrap intervals"""
 
 
 CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mode_model=True,

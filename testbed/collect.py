@@ -1,13 +1,21 @@
-"""One tidy table from a sweep: a row per run x environment x metric, with the run's scale columns."""
+"""One tidy table from a sweep: a row per run x environment x metric, with the run's scale columns.
+
+By default only the runs of the sweep file as it was last run (its `manifest.json`) are read, so runs of an
+edited sweep file, left in the same folder, do not join the fits; `all_runs` reads every finished folder.
+"""
 
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from testbed.results import write_atomic
+from testbed.errors import ConfigError
+from testbed.files import write_atomic
 
 SCALE = ["params", "n_train", "steps", "flops", "corr"]
+MANIFEST = "manifest.json"
+# Run-level columns that are not metrics (everything else in `wide` is a metric).
+CONVERGENCE = ["converged", "criterion", "train_loss", "train_acc"]
 
 
 def parse_key(key: str) -> tuple[str, str, str, str, float | None]:
@@ -20,13 +28,21 @@ def parse_key(key: str) -> tuple[str, str, str, str, float | None]:
     return stage, env[0], role, metric, float(rest[5:]) if rest.startswith("corr=") else None
 
 
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | float) else json.dumps(value)
+
+
 def run_rows(run_dir: Path) -> list[dict]:
+    """The rows of one run. Fields that older runs lack (hparams, draw, convergence, ceiling) are left empty."""
     run = json.loads((run_dir / "run.json").read_text())
     res = json.loads((run_dir / "results.json").read_text())
-    axes = {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in run["axes"].items()}
+    axes = {k: _plain(v) for k, v in run["axes"].items()}
+    conv = res.get("convergence") or {}
     base = {"run": run_dir.name, "sweep": run["sweep"], "baseline": res["model"], "seed": run["seed"],
             "params": res["params"], "n_train": res["n_train"], "steps": res["steps"], "flops": res["train_flops"],
-            "corr": res["train_corr"], "wall_time_s": res["wall_time_s"], **axes}
+            "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
+            "draw": run.get("draw", 0), "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
+            **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), **axes}
     rows = []
     for key, value in res["metrics"].items():
         stage, env, role, metric, env_corr = parse_key(key)
@@ -35,14 +51,44 @@ def run_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    """Every finished run (with a `done` marker) under `sweep_dir`."""
-    rows = [row for d in sorted(sweep_dir.iterdir()) if (d / "done").exists() for row in run_rows(d)]
-    if not rows:
-        from testbed.errors import ConfigError
+def current_runs(sweep_dir: Path, all_runs: bool = False) -> list[Path]:
+    """The finished run folders to read: those the manifest lists (all finished ones with `all_runs`, or when
+    the sweep predates manifests)."""
+    finished = [d for d in sorted(sweep_dir.iterdir()) if (d / "done").exists()]
+    manifest = sweep_dir / MANIFEST
+    if all_runs or not manifest.exists():
+        return finished
+    ids = set(json.loads(manifest.read_text())["runs"])
+    return [d for d in finished if d.name in ids]
 
+
+def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
+    """The finished runs of `sweep_dir` (see `current_runs`). A run whose files cannot be read is skipped with
+    one line naming it."""
+    rows = []
+    for d in current_runs(sweep_dir, all_runs):
+        try:
+            rows += run_rows(d)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"skipped {d}: results.json or run.json unreadable ({type(err).__name__}: {err})")
+    if not rows:
         raise ConfigError(f"sweep_dir: no finished runs in {sweep_dir}; run `testbed sweep` first")
     return pd.DataFrame(rows)
+
+
+def axis_columns(table: pd.DataFrame) -> list[str]:
+    """The sweep's axis columns of a tidy table (every column that `run_rows` does not name itself)."""
+    own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s", "draw",
+           "hparams", *CONVERGENCE, "ceiling", "stage", "env", "role", "env_corr", "metric", "value"}
+    return [c for c in table.columns if c not in own]
+
+
+def regime_column(runs: pd.DataFrame) -> str | None:
+    """The column that names regimes: the sweep's config files (even one), else the training correlation where
+    it varies."""
+    if "config" in runs:
+        return "config"
+    return "corr" if "corr" in runs and runs["corr"].nunique() > 1 else None
 
 
 def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:
@@ -51,8 +97,18 @@ def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:
     return path
 
 
-def wide(table: pd.DataFrame, stage: str = "test") -> pd.DataFrame:
-    """One row per run, one column per aggregate metric (env "all"), plus the run's columns."""
-    agg = table[(table.stage == stage) & (table.env == "all")]
+def wide(table: pd.DataFrame, stage: str = "test", extra: tuple[str, ...] = ("val", "probe")) -> pd.DataFrame:
+    """One row per run: the run's columns, a column per aggregate metric (env "all") of `stage`, and
+    `{other}/{metric}` columns for the aggregates of the `extra` stages (validation, probe)."""
+    agg = table[table.env == "all"]
     keys = [c for c in agg.columns if c not in ("stage", "env", "role", "env_corr", "metric", "value")]
-    return agg.pivot_table(index=keys, columns="metric", values="value").reset_index()
+    runs = table.drop_duplicates("run")[keys].set_index("run")
+    main = agg[agg.stage == stage].pivot_table(index="run", columns="metric", values="value")
+    parts = [runs, main]
+    for other in extra:
+        sub = agg[agg.stage == other]
+        if len(sub):
+            parts.append(sub.pivot_table(index="run", columns="metric", values="value").add_prefix(f"{other}/"))
+    out = pd.concat(parts, axis=1, join="outer").loc[runs.index]
+    out.columns.name = None
+    return out.reset_index()

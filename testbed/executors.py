@@ -3,6 +3,7 @@
 No executor starts a new Python per run: imports cost seconds, a small run less than that.
 """
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -13,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from testbed.errors import ConfigError, check_positive
-from testbed.results import write_atomic
+from testbed.files import write_atomic
 from testbed.sweep import Run, execute_job, expand, identify, load_sweep, packs
 
 
@@ -159,6 +160,8 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
             print(run.id, run.axes, f"seed={run.seed}")
         return Counter()
     write_atomic(root / "sweep.yaml", Path(config).read_text())
+    # The runs of this sweep file as it is run now: the analysis reads only these (an edited file's old runs stay).
+    write_atomic(root / "manifest.json", json.dumps({"sweep": sweep.name, "runs": [run.id for run in runs]}) + "\n")
     jobs = packs(pending) if sweep.pack else [[run] for run in pending]
     packed = sum(len(job) for job in jobs if len(job) > 1)
     if sweep.pack and pending:

@@ -13,8 +13,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from testbed.collect import collect, save_table, wide  # noqa: E402
-
 LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy", "acc_wg": "worst-group acc. (OOD)",
     "ood_gap": "OOD gap (ID - OOD)", "spurious_reliance": "spurious reliance",
@@ -82,10 +80,8 @@ def save(grid: sns.FacetGrid, title: str, path: Path) -> list[Path]:
     return out
 
 
-def plot_sweep(sweep_dir: Path) -> list[Path]:
-    table = collect(sweep_dir)
-    save_table(table, sweep_dir)
-    runs = wide(table)
+def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
+    """The figures of these runs (one row per run, as `testbed.select.selected_runs` gives them)."""
     col = facet(runs)
     figures = sweep_dir / "figures"
     figures.mkdir(exist_ok=True)

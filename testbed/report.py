@@ -1,128 +1,318 @@
-"""The verdict: does the out-of-distribution gap close as scale grows?
+"""The verdict: as scale grows, does a model stop relying on the spurious attribute?
 
-For each regime, baseline and scale axis, fit `gap = a + b * log10(scale)` by least squares, with a 95%
-bootstrap interval for the slope `b` (runs are resampled with replacement among the seeds at each scale
-point, so the interval reflects seed-to-seed variation). The verdict:
+Each endpoint (the confusion gap, spurious reliance, and where they exist the closed-loop return shortfall
+and the probe's confusion gap) is fitted against each scale axis per regime and baseline: parameters at the
+largest training set, training samples at the largest model, FLOPs over every run. Both the log-linear trend
+and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one; intervals are 95%
+bootstrap intervals over seeds (`testbed.fits`). A trend "closes" once the endpoint is under its tolerance
+(TOLERANCES). The verdict words, used everywhere in the report:
 
-- **closes**: the gap shrinks by more than TOL per decade of scale (the interval's upper end is below -TOL),
-  or it is already below EPS at the largest scale (the interval of its mean there is below EPS);
-- **does not close**: the slope is credibly above -TOL (the interval's lower end is above -TOL): the gap
-  shrinks by less than TOL per decade, or grows;
-- **inconclusive**: otherwise; more seeds or a wider range of scales would tell.
+- **closes**: the endpoint is already under its tolerance at the largest scale (the upper end of the interval
+  of its mean there is), or the fitted curve crosses the tolerance at a closing scale whose interval ends at
+  most HORIZON decades past the largest measured scale ("closes at about 3e+08 parameters [1e+07, 2e+10]";
+  marked *extrapolated* when past the largest measured scale);
+- **does not close**: the curve credibly rises (the slope's interval lies above 0), or the power law is the
+  chosen form and its `m_inf` interval lies above the tolerance, or even the low end of the closing scale's
+  interval lies more than HORIZON decades past the largest measured scale;
+- **collapses**: the ID guard: at the largest scale the baseline's ID accuracy is more than ID_TOL below the
+  reference's at the same scale points and seeds, or more than ID_TOL below its own at the smallest scale;
+  a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit says;
+- **inconclusive**: fewer than MIN_POINTS scale points or MIN_SEEDS seeds per point (no verdict is given from
+  fewer), or a closing-scale interval that starts inside the horizon and ends beyond it; the reason says
+  what would decide (more seeds, a wider range of scales);
+- **reference**: the reference baseline's own confusion gap, 0 by construction.
+
+No closing scale is reported beyond the horizon: past it a fit is not evidence.
 """
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from testbed.collect import collect, save_table, wide
-from testbed.plots import LABELS, at_largest, facet, plot_sweep
-from testbed.results import write_atomic
+from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints, id_guard, point_key, reference_of
+from testbed.files import write_atomic
+from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
+from testbed.line import LINE_BASELINE, on_the_line
+from testbed.select import Selected, hparams_text, label, point_columns, selected_runs
 
-TOL = 0.01  # one accuracy point per tenfold increase in scale
-EPS = 0.02  # a gap under two points counts as closed
-BOOTSTRAP = 2000
-ERROR_WORDS = {"closes": "falls", "does not close": "does not fall"}  # the same criterion, applied to OOD error
-# What each fitted metric is, and the words for its verdicts.
-METRICS = {"ood_gap": ("OOD gap", {}), "ood_error": ("OOD error", ERROR_WORDS),
-           "return_shortfall": ("Closed-loop return shortfall", ERROR_WORDS)}
-
-
-@dataclass
-class Trend:
-    slope: float  # change of the metric per decade of scale
-    low: float
-    high: float
-    first: float  # mean metric at the smallest and the largest scale
-    last: float
-    last_high: float  # upper end of the interval of the mean at the largest scale
-    points: int
-    verdict: str
+AXES = {"params": ("parameters", "at the largest training set"),
+        "n_train": ("training samples", "at the largest model"), "flops": ("FLOPs", "over every run")}
+COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
+           "closing_scale", "closing_low", "closing_high", "verdict"]
+CEILING_SHARE = 0.95  # a reference below 95% of the invariant ceiling is undertrained
+SHORT = {"confusion_gap": "gap", "ood_wg_shortfall": "shortfall", "spurious_reliance": "reliance",
+         "return_shortfall": "return shortfall", "probe_confusion_gap": "probe gap"}
 
 
-def fit_trend(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Trend:
-    """Least-squares slope of y against log10(x), with a bootstrap over the seeds at each x."""
-    logx = np.log10(np.asarray(x, dtype=float))
-    y = np.asarray(y, dtype=float)
-    levels = np.unique(logx)
-    groups = [np.flatnonzero(logx == v) for v in levels]
-    rng = np.random.default_rng(seed)
-    slopes, lasts = np.empty(BOOTSTRAP), np.empty(BOOTSTRAP)
-    for i in range(BOOTSTRAP):
-        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
-        slopes[i] = np.polyfit(logx[idx], y[idx], 1)[0]
-        lasts[i] = y[rng.choice(groups[-1], len(groups[-1]))].mean()
-    slope = np.polyfit(logx, y, 1)[0]
-    low, high = np.percentile(slopes, [2.5, 97.5])
-    last_high = np.percentile(lasts, 97.5)
-    if high < -TOL or last_high < EPS:
-        verdict = "closes"
-    elif low > -TOL:
-        verdict = "does not close"
-    else:
-        verdict = "inconclusive"
-    return Trend(slope, low, high, y[groups[0]].mean(), y[groups[-1]].mean(), last_high, len(levels), verdict)
+def at_largest(runs: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Runs at the largest value of `col` within each regime: the other scale axis held fixed."""
+    return runs[runs[col] == runs.groupby("regime")[col].transform("max")]
 
 
-def trends(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """A trend per regime, baseline and scale axis (the other axes held at their largest value)."""
-    col = facet(runs)
-    views = {"params": at_largest(runs, "n_train", col), "n_train": at_largest(runs, "params", col), "flops": runs}
-    runs, rows = runs.dropna(subset=[metric]), []
-    for axis, view in views.items():
-        for keys, group in view.groupby([c for c in (col, "baseline") if c]):
-            if group[axis].nunique() < 2:
-                continue
-            regime, baseline = (keys if col else ("all", *keys))
-            rows.append({"axis": axis, "regime": regime, "baseline": baseline, "metric": metric,
-                         **asdict(fit_trend(group[axis].to_numpy(), group[metric].to_numpy()))})
-    return pd.DataFrame(rows)
+def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) -> tuple[pd.DataFrame, dict]:
+    """A fit and a verdict per regime, baseline, axis and endpoint; the Fit objects keyed by those four."""
+    rows, fits = [], {}
+    for metric in endpoints(runs):
+        data = runs.dropna(subset=[metric])  # before the views: a view of NaN rows would fit nothing
+        views = {"params": at_largest(data, "n_train"), "n_train": at_largest(data, "params"), "flops": data}
+        for axis, view in views.items():
+            for (regime, baseline), group in view.groupby(["regime", "baseline"]):
+                if group[axis].nunique() < 2:
+                    continue
+                fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric],
+                                bootstrap=bootstrap)
+                word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
+                guard = id_guard(group, axis, baseline == reference)
+                if baseline == reference and metric in ("confusion_gap", "probe_confusion_gap"):
+                    word, reason = "reference", "the reference: its confusion gap is 0 by construction"
+                elif guard:
+                    word, reason = "collapses", guard
+                fits[(regime, baseline, axis, metric)] = fit
+                rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
+                             "form": fit.form, "slope": fit.slope, "m_inf": fit.m_inf, "m_inf_low": fit.m_inf_low,
+                             "m_inf_high": fit.m_inf_high, "closing_scale": fit.closing_scale,
+                             "closing_low": fit.closing_low, "closing_high": fit.closing_high, "verdict": word,
+                             "reason": reason, "fit": fit})
+    return pd.DataFrame(rows), fits
 
 
-def table(fits: pd.DataFrame, words: dict[str, str]) -> str:
-    lines = ["| regime | baseline | scale points | at smallest | at largest | slope per decade [95% CI] | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for r in fits.itertuples():
-        lines.append(f"| {r.regime} | {r.baseline} | {r.points} | {r.first:.3f} | {r.last:.3f} | "
-                     f"{r.slope:+.3f} [{r.low:+.3f}, {r.high:+.3f}] | **{words.get(r.verdict, r.verdict)}** |")
-    return "\n".join(lines)
+def scale(v: float) -> str:
+    return f"{v:.1e}" if np.isfinite(v) else "beyond horizon"
 
 
-def write_report(sweep_dir: Path) -> Path:
-    table_ = collect(sweep_dir)
-    save_table(table_, sweep_dir)
-    runs = wide(table_)
-    runs["ood_error"] = 1 - runs["acc_avg"]
-    closed_loop = "return_norm" in runs
-    if closed_loop:
-        runs["return_shortfall"] = 1 - runs["return_norm"]
-    figures = [p for p in plot_sweep(sweep_dir) if p.suffix == ".png"]
-    fits = pd.concat([trends(runs, m) for m in METRICS if m in runs], ignore_index=True)
-    write_atomic(sweep_dir / "fits.csv", fits.to_csv(index=False))
+def detail_table(sub: pd.DataFrame) -> list[str]:
+    lines = ["| regime | baseline | points | seeds | at smallest | at largest | slope per decade [95% CI] | form | "
+             "m_inf [95% CI] | closing scale [95% CI] | verdict | reason |", "|" + "---|" * 12]
+    for r in sub.itertuples():
+        f: Fit = r.fit
+        m_inf = f"{f.m_inf:.3f} [{f.m_inf_low:.3f}, {f.m_inf_high:.3f}]" if np.isfinite(f.m_inf) else "-"
+        lines.append(f"| {r.regime} | {r.baseline} | {f.points} | {f.seeds} | {f.first:.3f} | {f.last:.3f} | "
+                     f"{f.slope:+.3f} [{f.slope_low:+.3f}, {f.slope_high:+.3f}] | {f.form} | {m_inf} | "
+                     f"{scale(f.closing_scale)} [{scale(f.closing_low)}, {scale(f.closing_high)}] | "
+                     f"**{r.verdict}** | {r.reason} |")
+    return lines
+
+
+def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
+    axes = [a for a in AXES if a in set(rows["axis"])]
+    lines = ["| regime | baseline | " + " | ".join(f"vs {AXES[a][0]}" for a in axes) + " | reason |",
+             "|---|---|" + "---|" * (len(axes) + 1)]
+    for (regime, baseline), group in rows.groupby(["regime", "baseline"]):
+        by = group.set_index(["axis", "metric"])
+        cells = [f"**{by.loc[(a, primary), 'verdict']}**" if (a, primary) in by.index else "-" for a in axes]
+        first = next((a for a in axes if (a, primary) in by.index), by.index[0][0])
+        reason = []
+        for metric in (primary, "spurious_reliance"):
+            if (first, metric) in by.index:
+                r = by.loc[(first, metric)]
+                what = f"{SHORT[metric]} {r.fit.first:.2f} -> {r.fit.last:.2f}"
+                reason.append(f"{what}: {r.reason}" if metric == primary else f"{what} ({r.verdict})")
+        lines.append(f"| {regime} | {baseline} | " + " | ".join(cells)
+                     + f" | vs {AXES[first][0]}: " + "; ".join(reason) + " |")
+    return lines
+
+
+def reference_check(runs: pd.DataFrame, reference: str | None, axes: list[str]) -> tuple[list[str], str | None]:
+    """How close the reference came to the invariant ceiling at each scale point, and a warning if it fell
+    short of CEILING_SHARE of it anywhere (or did not converge)."""
+    if reference is None:
+        return ["No reference baseline (Oracle) in this sweep: no reference check."], None
+    ref = runs[runs["baseline"] == reference]
+    if "ceiling" not in ref or ref["ceiling"].isna().all():
+        return [f"The environments do not declare their invariant ceiling: {reference} is not checked."], None
+    key = point_key(ref, axes)
+    shown = [c for c in key if c not in ("regime", "config")]
+    agg = ref.groupby(key, dropna=False).agg(acc_id=("acc_id", "mean"), acc_avg=("acc_avg", "mean"),
+                                             ceiling=("ceiling", "mean"), seeds=("seed", "nunique"),
+                                             unconverged=("converged", lambda c: int((c == False).sum())))  # noqa: E712
+    agg = agg.reset_index()
+    agg["share"] = agg[["acc_id", "acc_avg"]].min(axis=1) / agg["ceiling"]
+    lines = [f"| regime | {' | '.join(shown)} | {reference} ID acc. | OOD acc. | ceiling | lower / ceiling | "
+             "unconverged runs |", "|---|" + "---|" * (len(shown) + 5)]
+    for d in agg.to_dict("records"):
+        flag = " **below 95%**" if d["share"] < CEILING_SHARE else ""
+        lines.append(f"| {d['regime']} | " + " | ".join(str(d[c]) for c in shown)
+                     + f" | {d['acc_id']:.3f} | {d['acc_avg']:.3f} | {d['ceiling']:.3f} | {d['share']:.2f}{flag} | "
+                     f"{d['unconverged']} of {d['seeds']} |")
+    low = agg[agg["share"] < CEILING_SHARE]
+    unconverged = int(agg["unconverged"].sum())
+    warning = None
+    if len(low) or unconverged:
+        parts = []
+        if len(low):
+            worst = low.loc[low["share"].idxmin()]
+            parts.append(f"below {CEILING_SHARE:.0%} of the invariant ceiling at {len(low)} of {len(agg)} scale "
+                         f"points (worst: {worst['share']:.2f} of it, regime {worst['regime']})")
+        if unconverged:
+            parts.append(f"{unconverged} of its runs did not converge by their criterion")
+        warning = (f"**Warning: the reference ({reference}) is undertrained: {'; '.join(parts)}. Verdicts that rest "
+                   "on it (the confusion gap, the ID guard) are unreliable; see the Reference check.**")
+    return lines, warning
+
+
+def undertrained(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], str | None]:
+    """The cells (scale points of a baseline) with runs that did not converge by their recorded criterion."""
+    if "converged" not in runs or runs["converged"].isna().all():
+        return ["The runs do not record convergence (older runs): nothing to flag."], None
+    bad = runs[runs["converged"] == False]  # noqa: E712  (None: not recorded)
+    if bad.empty:
+        return ["Every run converged by its recorded criterion."], None
+    point = point_columns(runs, axes)
+    cells = bad.groupby(["regime", *point], dropna=False).agg(
+        runs=("seed", "size"), train_acc=("train_acc", "mean"), criterion=("criterion", "first")).reset_index()
+    shown = [c for c in point if c not in ("config", "model")]
+    lines = ["| regime | " + " | ".join(shown) + " | unconverged runs | train acc. | criterion |",
+             "|---|" + "---|" * (len(shown) + 3)]
+    for r in cells.to_dict("records"):
+        lines.append(f"| {r['regime']} | " + " | ".join(str(r[c]) for c in shown)
+                     + f" | {r['runs']} | {r['train_acc']:.3f} | {r['criterion']} |")
+    return lines, f"{len(bad)} of {len(runs)} runs did not converge by their criterion ({len(cells)} cells; see " \
+                  "Undertrained runs): their points measure the budget as much as the scale."
+
+
+def choices_table(sel: Selected) -> list[str]:
+    if sel.rule == "none" and (sel.choices["draws"] <= 1).all():
+        return ["One draw per scale point: nothing to select."]
+    c = sel.choices
+    regime = [col for col in ("config",) if col in c]
+    shown = [col for col in c.columns if col not in ("rule", "hparams", "draws", "seeds", "model", *regime)]
+    lines = ["| " + " | ".join([*regime, *shown, "draws", "hyperparameters"]) + " |",
+             "|" + "---|" * (len(regime) + len(shown) + 2)]
+    for r in c.to_dict("records"):
+        values = [f"{r[k]:.3f}" if k.startswith("val/") else str(r[k]) for k in [*regime, *shown]]
+        lines.append("| " + " | ".join([*values, str(r["draws"]), hparams_text(r["hparams"])]) + " |")
+    return lines
+
+
+def point_table(runs: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """Means over seeds per regime, baseline and model size at the largest training set."""
+    view = at_largest(runs, "n_train")
+    cols = [m for m in ["acc_id", "acc_avg", "acc_wg", "ood_gap", *metrics] if m in view]
+    means = view.groupby(["regime", "baseline", "params"])[cols].mean().reset_index()
+    lines = ["| regime | baseline | parameters | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
+    for r in means.to_dict("records"):
+        lines.append(f"| {r['regime']} | {r['baseline']} | {r['params']:,} | "
+                     + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    return lines
+
+
+def line_section(runs: pd.DataFrame, bootstrap: int | None, figures: Path) -> tuple[list[str], list[Path]]:
+    from testbed.fit_plots import line_figure
+
+    lines_, er = on_the_line(runs, bootstrap=bootstrap or 1000)
+    if not lines_:
+        return [f"Too few {LINE_BASELINE} runs with varying ID accuracy to fit the line (3 are needed)."], []
+    out = ["| regime | ERM runs | probit slope | intercept | R^2 |", "|---|---|---|---|---|"]
+    out += [f"| {ln.regime} | {ln.runs} | {ln.slope:.2f} | {ln.intercept:+.2f} | {ln.r2:.2f} |" for ln in lines_]
+    out += ["", "Effective robustness: mean OOD accuracy above the ERM line at the same ID accuracy (accuracy units).",
+            "", "| regime | baseline | runs | effective robustness [95% CI] |", "|---|---|---|---|"]
+    out += [f"| {r.regime} | {r.baseline} | {r.runs} | {r.effective_robustness:+.3f} [{r.low:+.3f}, {r.high:+.3f}] |"
+            for r in er.itertuples()]
+    return out, line_figure(runs, lines_, figures / "accuracy_on_the_line")
+
+
+def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tuple[list[str], list[Path]]:
+    """Features vs head: does the feature gap (probe) close, does the head gap close?"""
+    from testbed.fit_plots import probe_figure
+
+    sub = rows[rows["metric"].isin(["confusion_gap", "probe_confusion_gap"])]
+    axis = next((a for a in AXES if ((sub["axis"] == a) & (sub["metric"] == "probe_confusion_gap")).any()), None)
+    if axis is None:
+        return [], []
+    out = [f"Against {AXES[axis][0]} ({AXES[axis][1]}). The head gap is the confusion gap of the trained model; the "
+           "feature gap the same for a group-balanced linear probe on its frozen features.", "",
+           "| regime | baseline | head gap (smallest -> largest) | head gap | feature gap (smallest -> largest) | "
+           "feature gap | reading |", "|---|---|---|---|---|---|---|"]
+    for (regime, baseline), g in sub[sub["axis"] == axis].groupby(["regime", "baseline"]):
+        by = g.set_index("metric")
+        if not {"confusion_gap", "probe_confusion_gap"} <= set(by.index):
+            continue
+        head, feat = by.loc["confusion_gap"], by.loc["probe_confusion_gap"]
+        reading = ("the features carry the causal feature; the head does not use it"
+                   if feat.verdict == "closes" and head.verdict != "closes" else
+                   "both close" if feat.verdict == head.verdict == "closes" else
+                   "the features themselves lack it" if feat.verdict == "does not close" else "-")
+        out.append(f"| {regime} | {baseline} | {head.fit.first:.2f} -> {head.fit.last:.2f} | **{head.verdict}** | "
+                   f"{feat.fit.first:.2f} -> {feat.fit.last:.2f} | **{feat.verdict}** | {reading} |")
+    return out, probe_figure(at_largest(runs, "n_train") if axis == "params" else runs, axis, figures / "probe_vs_head")
+
+
+def criterion() -> str:
+    text = __doc__.split("\n\n", 1)[1].strip()
+    for name, value in (("HORIZON", f"{HORIZON:g}"), ("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
+                        ("ID_TOL", f"{ID_TOL:g}"),
+                        ("TOLERANCES", ", ".join(f"{SHORT[k]} {v:g}" for k, v in TOLERANCE.items()))):
+        text = text.replace(name, value)
+    return text
+
+
+def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
+                 bootstrap: int | None = None) -> Path:
+    """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv."""
+    from testbed.fit_plots import headline
+    from testbed.plots import plot_sweep
+
+    sel = selected_runs(sweep_dir, all_runs, rule)
+    reference = reference_of(sel.runs, reference)
+    runs = add_endpoints(sel.runs, sel.axes, reference)
+    rows, fits = fit_all(runs, reference, bootstrap)
+    write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
+                 .to_csv(index=False))
+    figures = sweep_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    metrics = endpoints(runs)
+    primary = metrics[0] if metrics else None
     seeds = runs["seed"].nunique()
-    out = [f"# Scaling report: {runs['sweep'].iloc[0]}", "",
-           f"{len(runs)} runs: baselines {', '.join(sorted(runs['baseline'].unique()))}; "
-           f"{runs['params'].nunique()} model sizes ({runs['params'].min():,} to {runs['params'].max():,} parameters), "
-           f"{runs['n_train'].nunique()} training-set sizes ({runs['n_train'].min():,} to {runs['n_train'].max():,}), "
-           f"{seeds} seeds. `ood_gap` = ID accuracy - OOD accuracy (pooled shifted environments).", ""]
-    if closed_loop:
-        out += ["Closed-loop runs: ID accuracy is the offline action accuracy on held-out demonstrations, OOD accuracy "
-                "the action accuracy on the states the policy itself visits, and the return shortfall is "
-                "1 - closed-loop return / the expert's return on the same episodes.", ""]
-    out += ["## Criterion", "", __doc__.split("\n\n", 1)[1].strip().replace("TOL", f"{TOL}").replace("EPS", f"{EPS}"),
-            ""]
-    if seeds < 3:
-        out += [f"With {seeds} seed(s), the intervals are rough: use more seeds before trusting a verdict.", ""]
-    for axis in ("params", "n_train", "flops"):
-        for metric, (what, words) in METRICS.items():
-            sub = fits[(fits.axis == axis) & (fits.metric == metric)] if len(fits) else fits
+
+    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+           f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
+           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}): baselines "
+           f"{', '.join(sorted(runs['baseline'].unique()))}; {runs['params'].nunique()} model sizes "
+           f"({runs['params'].min():,} to {runs['params'].max():,} parameters), {runs['n_train'].nunique()} "
+           f"training-set sizes ({runs['n_train'].min():,} to {runs['n_train'].max():,}), {seeds} seeds. "
+           f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
+    ref_lines, ref_warning = reference_check(runs, reference, sel.axes)
+    under_lines, under_warning = undertrained(runs, sel.axes)
+    out += [line for w in (ref_warning, under_warning) if w for line in (w, "")]
+    head_fig = []
+    if primary is None or rows.empty:
+        out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
+    else:
+        out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
+                *verdict_table(rows, primary), ""]
+        axis = next(a for a in AXES if (rows["axis"] == a).any())
+        shown = [m for m in ("spurious_reliance", primary) if m in metrics]
+        view = at_largest(runs, "n_train") if axis == "params" else at_largest(runs, "params") \
+            if axis == "n_train" else runs
+        head_fig = headline(view, fits, shown, axis, figures / "headline")
+        out += [f"![headline](figures/{head_fig[0].name})", "",
+                f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({AXES[axis][1]}); lines: the "
+                f"chosen fit, dashed where extrapolated (at most {HORIZON:g} decades); dotted: the tolerance.*", ""]
+    out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
+            "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+            *choices_table(sel), ""]
+    if metrics:
+        out += ["## Endpoints at each model size (largest training set, mean over seeds)", "",
+                "`ood_gap` (ID - OOD accuracy) is descriptive only: it also shrinks when ID accuracy falls.", "",
+                *point_table(runs, metrics), ""]
+    for axis, (name, held) in AXES.items():
+        for metric in metrics:
+            sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
             if len(sub):
-                held = {"params": "at the largest training set", "n_train": "at the largest model",
-                        "flops": "over every run"}[axis]
-                out += [f"## {what} vs {LABELS[axis]} ({held})", "", table(sub, words), ""]
-    out += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+                out += [f"## {WHAT[metric].capitalize()} vs {name} ({held})", "", *detail_table(sub), ""]
+    line_lines, line_fig = line_section(runs, bootstrap, figures)
+    out += ["## Accuracy on the line", "", *line_lines, ""]
+    out += [f"![accuracy_on_the_line](figures/{line_fig[0].name})", ""] if line_fig else []
+    probe_lines, probe_fig = probe_section(rows, runs, figures) if len(rows) else ([], [])
+    if probe_lines:
+        out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
+                ""]
+    out += ["## Criterion", "", criterion(), ""]
+    if seeds < MIN_SEEDS:
+        out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
+    others = [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]
+    out += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in others] + [""]
     path = sweep_dir / "report.md"
     write_atomic(path, "\n".join(out))
     return path

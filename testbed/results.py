@@ -2,24 +2,14 @@
 
 import functools
 import json
-import os
 import platform
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import lightning as L
 
+from testbed.files import write_atomic  # also imported from here by the sweep
 from testbed.module import Baseline
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @functools.cache

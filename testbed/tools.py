@@ -28,36 +28,52 @@ def sweep(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
-def _sweep_dir(prog: str, description: str, argv: list[str]) -> Path:
+def _analysis(prog: str, description: str, argv: list[str], report: bool = False) -> argparse.Namespace:
     p = _Parser(prog=f"testbed {prog}", description=description)
     p.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. runs/sweeps/quickstart")
-    directory = p.parse_args(argv).sweep_dir
-    if not directory.is_dir():
-        raise ConfigError(f"sweep_dir: {str(directory)!r} is not a folder; give OUT/<sweep name> of a sweep")
-    return directory
+    p.add_argument("--all", action="store_true", dest="all_runs",
+                   help="read every finished run folder, not only the runs of the sweep file as last run "
+                        "(manifest.json)")
+    p.add_argument("--select", choices=["id_val", "val_wg", "oracle", "none"], default=None,
+                   help="how one hyperparameter draw is chosen per scale point: id_val (held-out ID accuracy; the "
+                        "default when there are draws), val_wg (held-out worst-group accuracy), oracle (shifted "
+                        "accuracy: test-domain selection, an upper bound), none (draw 0)")
+    if report:
+        p.add_argument("--reference", default=None,
+                       help="the baseline the confusion gap is measured against (default: Oracle when present)")
+    a = p.parse_args(argv)
+    if not a.sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {str(a.sweep_dir)!r} is not a folder; give OUT/<sweep name> of a sweep")
+    return a
 
 
 def collect(argv: list[str]) -> None:
-    from testbed.collect import collect as collect_runs
-    from testbed.collect import save_table
+    from testbed.select import label, selected_runs
 
-    directory = _sweep_dir("collect", "Gather a sweep's runs into one tidy table (results.csv).", argv)
-    print(f"table: {save_table(collect_runs(directory), directory)}")
+    a = _analysis("collect", "Gather a sweep's runs into one tidy table (results.csv) and the selection "
+                             "(selected.csv).", argv)
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
+    print(f"selection: {label(sel.rule)}")
+    print(f"table: {a.sweep_dir / 'results.csv'}\nselected: {a.sweep_dir / 'selected.csv'}")
 
 
 def plot(argv: list[str]) -> None:
     from testbed.plots import plot_sweep
+    from testbed.select import label, selected_runs
 
-    directory = _sweep_dir("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
-    for path in plot_sweep(directory):
+    a = _analysis("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
+    print(f"selection: {label(sel.rule)}")
+    for path in plot_sweep(a.sweep_dir, sel.runs):
         print(f"figure: {path}")
 
 
 def report(argv: list[str]) -> None:
     from testbed.report import write_report
 
-    directory = _sweep_dir("report", "Write a Markdown report with trend fits and verdicts.", argv)
-    print(f"report: {write_report(directory)}")
+    a = _analysis("report", "Write report.md: a verdict per regime and baseline, fits with bootstrap intervals, "
+                            "accuracy on the line, the reference check.", argv, report=True)
+    print(f"report: {write_report(a.sweep_dir, a.all_runs, a.select, a.reference)}")
 
 
 TOOLS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}

@@ -1,0 +1,90 @@
+"""The per-run measurements the verdict rests on, beside the descriptive `ood_gap`.
+
+- `confusion_gap`: the reference's (the Oracle's) OOD worst-group accuracy at the same scale point and seed,
+  minus the run's: how much of what a model that ignores the spurious attribute reaches the run misses;
+- `id_drop`: the reference's ID accuracy minus the run's, for the ID guard (a gap that closes because the
+  model got worse in distribution is a collapse);
+- `probe_confusion_gap`: the same gap for a fresh linear head on the frozen features (where probes ran):
+  does the representation carry what the head ignores?
+- `ood_wg_shortfall`: without a reference in the sweep, the invariant ceiling (else 1) minus OOD worst-group
+  accuracy;
+- `return_shortfall`: closed loop, 1 - return / the expert's return.
+"""
+
+import pandas as pd
+
+from testbed.errors import ConfigError
+
+REFERENCE = "Oracle"
+ID_TOL = 0.05  # an ID accuracy more than 5 points below the reference's (or its own at the smallest scale)
+# A trend "closes" once the endpoint is under its tolerance: two accuracy points for gaps, five for reliance
+# (even the Oracle flips a few predictions under do(a)) and the closed-loop return.
+TOLERANCE = {"confusion_gap": 0.02, "ood_wg_shortfall": 0.02, "spurious_reliance": 0.05,
+             "return_shortfall": 0.05, "probe_confusion_gap": 0.02}
+WHAT = {"confusion_gap": "confusion gap (reference - method, OOD worst-group acc.)",
+        "ood_wg_shortfall": "OOD worst-group shortfall (ceiling - acc.)",
+        "spurious_reliance": "spurious reliance (share of predictions flipped by do(a))",
+        "return_shortfall": "closed-loop return shortfall (1 - return / expert's)",
+        "probe_confusion_gap": "probe confusion gap (reference - method, probe OOD worst-group acc.)"}
+
+
+def point_key(runs: pd.DataFrame, axes: list[str]) -> list[str]:
+    """Columns naming a scale point across baselines: the regime and every axis but the baseline's class."""
+    return ["regime", *[a for a in axes if a != "model" and a in runs]]
+
+
+def reference_of(runs: pd.DataFrame, reference: str | None) -> str | None:
+    """The named reference baseline, else the Oracle when the sweep has one, else None."""
+    names = sorted(runs["baseline"].unique())
+    if reference is not None and reference not in names:
+        raise ConfigError(f"reference: {reference!r} is not a baseline of this sweep; choose one of "
+                          + ", ".join(names))
+    return reference or (REFERENCE if REFERENCE in names else None)
+
+
+def add_endpoints(runs: pd.DataFrame, axes: list[str], reference: str | None) -> pd.DataFrame:
+    """`runs` (one row per run, with a `regime` column) with the endpoint columns added."""
+    runs = runs.copy()
+    if "return_norm" in runs:
+        runs["return_shortfall"] = 1 - runs["return_norm"]
+    if reference is None:
+        ceiling = runs["ceiling"].astype(float).fillna(1.0) if "ceiling" in runs else 1.0
+        runs["ood_wg_shortfall"] = ceiling - runs["acc_wg"]
+        return runs
+    key = point_key(runs, axes)
+    cols = [c for c in ("acc_wg", "acc_id", "probe/acc_wg") if c in runs]
+    ref = runs[runs["baseline"] == reference]
+    by_seed = ref.groupby([*key, "seed"], dropna=False)[cols].mean().add_prefix("ref_").reset_index()
+    by_point = ref.groupby(key, dropna=False)[cols].mean().add_prefix("ref_").reset_index()
+    runs = runs.merge(by_seed, on=[*key, "seed"], how="left")
+    fallback = runs[key].merge(by_point, on=key, how="left")  # a seed the reference lacks: its mean there
+    for c in cols:
+        runs[f"ref_{c}"] = runs[f"ref_{c}"].fillna(fallback[f"ref_{c}"])
+    runs["confusion_gap"] = runs["ref_acc_wg"] - runs["acc_wg"]
+    if "acc_id" in runs:
+        runs["id_drop"] = runs["ref_acc_id"] - runs["acc_id"]
+    if "probe/acc_wg" in runs:
+        runs["probe_confusion_gap"] = runs["ref_probe/acc_wg"] - runs["probe/acc_wg"]
+    return runs.drop(columns=[f"ref_{c}" for c in cols])
+
+
+def endpoints(runs: pd.DataFrame) -> list[str]:
+    """The endpoints these runs have, the primary (the gap) first."""
+    return [m for m in TOLERANCE if m in runs and runs[m].notna().any()]
+
+
+def id_guard(group: pd.DataFrame, axis: str, is_reference: bool) -> str | None:
+    """Why this trend is a collapse, or None: at the largest scale of `axis` the ID accuracy is more than
+    ID_TOL below the reference's, or more than ID_TOL below its own at the smallest scale."""
+    if "acc_id" not in group or group["acc_id"].isna().all():
+        return None
+    lo, hi = group[axis].min(), group[axis].max()
+    last = group.loc[group[axis] == hi, "acc_id"].mean()
+    first = group.loc[group[axis] == lo, "acc_id"].mean()
+    if not is_reference and "id_drop" in group:
+        drop = group.loc[group[axis] == hi, "id_drop"].mean()
+        if drop > ID_TOL:
+            return f"ID accuracy {last:.2f} at the largest scale, {drop:.2f} below the reference's"
+    if first - last > ID_TOL:
+        return f"ID accuracy falls from {first:.2f} to {last:.2f} as scale grows"
+    return None

@@ -1,0 +1,196 @@
+"""Trend fits of one endpoint against one scale axis, with bootstrap intervals and a verdict.
+
+Two forms are fitted by weighted least squares to the mean at each scale point (weights = runs there, so the
+fit equals one through every run): the log-linear trend `m = a + b log10(N)` and the saturating power law
+`m(N) = m_inf + A (N / N_min)^-alpha` of scaling-law work (Kaplan et al. 2020; Hoffmann et al. 2022), fitted
+with scipy. The form with the lower AICc (AIC with its small-sample correction) is used for the verdict.
+
+Intervals come from a bootstrap over seeds: at each scale point the runs are resampled with replacement and
+the curve refitted. A percentile bootstrap of a mean over n seeds is too narrow for small n (it misses the
+t distribution's tails and the (n-1)/n bias of the plug-in variance), so each resampled mean is moved away
+from the observed one by `t_{n-1} / z * sqrt(n / (n-1))` (2.7 at three seeds, 1.6 at five, 1.1 at twenty):
+the interval of one mean then has the t interval's width. `tests/test_fits.py` checks the coverage.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+BOOTSTRAP = 1000
+HORIZON = 2.0  # decades past the largest measured scale: no closing scale is claimed beyond it
+MIN_POINTS = 3
+MIN_SEEDS = 3
+ALPHAS = np.geomspace(0.01, 4.0, 160)  # the exponents the bootstrap refits search (the point fit refines)
+
+
+@dataclass
+class Fit:
+    form: str  # "log-linear" or "power law": the one with the lower AICc
+    slope: float  # log-linear: change per decade of scale, with its 95% interval
+    slope_low: float
+    slope_high: float
+    m_inf: float  # power law: the asymptote, with its 95% interval
+    m_inf_low: float
+    m_inf_high: float
+    closing_scale: float  # where the chosen curve crosses the tolerance; inf: not within HORIZON decades
+    closing_low: float
+    closing_high: float
+    first: float  # mean at the smallest and the largest scale, and the interval of the latter
+    last: float
+    last_low: float
+    last_high: float
+    points: int
+    seeds: int  # the fewest runs at any scale point
+    x_min: float
+    x_max: float
+    intercept: float  # log-linear a
+    amplitude: float  # power law A and alpha
+    alpha: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if self.form == "log-linear":
+            return self.intercept + self.slope * np.log10(x)
+        return self.m_inf + self.amplitude * (x / self.x_min) ** -self.alpha
+
+    @property
+    def horizon(self) -> float:
+        return self.x_max * 10**HORIZON
+
+
+def inflation(n: int) -> float:
+    """How much wider than a percentile bootstrap a t interval of a mean over n runs is."""
+    if n < 2:
+        return 1.0
+    return stats.t.ppf(0.975, n - 1) / stats.norm.ppf(0.975) * np.sqrt(n / (n - 1))
+
+
+def linear(logx: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of y (..., P) on log10 scale: intercepts and slopes."""
+    xm = (w * logx).sum() / w.sum()
+    ym = (y * w).sum(-1) / w.sum()
+    slope = ((y - ym[..., None]) * w * (logx - xm)).sum(-1) / (w * (logx - xm) ** 2).sum()
+    return ym - slope * xm, slope
+
+
+def power_grid(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each row of y (B, P): m_inf, A, alpha and weighted RSS of the best power law on the ALPHAS grid
+    (for a fixed alpha the model is linear in m_inf and A)."""
+    z = u[None, :] ** -ALPHAS[:, None]  # (G, P)
+    wn = w / w.sum()
+    zm = z @ wn
+    dz = z - zm[:, None]
+    szz = (dz**2) @ w  # (G,)
+    ym = y @ wn
+    dy = y - ym[:, None]
+    szy = dy @ (w * dz).T  # (B, G)
+    rss = (dy**2) @ w
+    amp = szy / szz
+    best = np.argmax(szy**2 / szz, axis=1)  # the least residual
+    rows = np.arange(len(y))
+    a = amp[rows, best]
+    m = ym - a * zm[best]
+    return m, a, ALPHAS[best], rss - szy[rows, best] ** 2 / szz[best]
+
+
+def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    """The power law through the means y, from the grid's best, refined by scipy's curve_fit."""
+    m, a, alpha, rss = (v[0] for v in power_grid(u, y[None, :], w))
+    try:
+        with warnings.catch_warnings():  # the covariance is not used: the intervals come from the bootstrap
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            (m2, a2, alpha2), _ = optimize.curve_fit(lambda x, m_, a_, al: m_ + a_ * x**-al, u, y, p0=(m, a, alpha),
+                                                     sigma=1 / np.sqrt(w), bounds=([-np.inf, -np.inf, ALPHAS[0]],
+                                                                                   [np.inf, np.inf, ALPHAS[-1]]))
+        rss2 = float((w * (y - m2 - a2 * u**-alpha2) ** 2).sum())
+        if rss2 < rss:
+            m, a, alpha, rss = m2, a2, alpha2, rss2
+    except (RuntimeError, ValueError):
+        pass
+    return float(m), float(a), float(alpha), float(rss)
+
+
+def aicc(rss: float, n: int, k: int) -> float:
+    aic = n * np.log(max(rss, 1e-12) / n) + 2 * k
+    return aic + 2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else aic
+
+
+def closing(form: str, tol: float, x_min: float, intercept, slope, m_inf, amp, alpha) -> np.ndarray:
+    """The scale at which the curve comes under `tol` to stay (x_min if it starts under; inf if never)."""
+    intercept, slope, m_inf, amp, alpha = map(np.asarray, (intercept, slope, m_inf, amp, alpha))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if form == "log-linear":
+            cross = 10 ** ((tol - intercept) / slope)
+            return np.where(slope < 0, np.maximum(cross, x_min), np.inf)
+        cross = x_min * (amp / (tol - m_inf)) ** (1 / alpha)
+        falling = np.where(m_inf < tol, np.maximum(cross, x_min), np.inf)
+        return np.where(amp > 0, falling, np.where(m_inf < tol, x_min, np.inf))
+
+
+def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap: int | None = None) -> Fit:
+    """Both forms through (scale, endpoint) pairs, one pair per run, with bootstrap intervals over the runs
+    at each scale point."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    levels = np.unique(x)
+    groups = [y[x == v] for v in levels]
+    w = np.array([len(g) for g in groups], dtype=float)
+    means = np.array([g.mean() for g in groups])
+    logx, u = np.log10(levels), levels / levels[0]
+    n = len(y)
+    a0, b0 = (float(v[0]) for v in linear(logx, means[None, :], w))
+    within = sum(((g - g.mean()) ** 2).sum() for g in groups)
+    rss_lin = float((w * (means - a0 - b0 * logx) ** 2).sum()) + within
+    m0, amp0, alpha0, rss_pow = power_fit(u, means, w) if len(levels) >= 3 else (np.nan, np.nan, np.nan, np.inf)
+    form = "power law" if aicc(rss_pow + within, n, 3) < aicc(rss_lin, n, 2) else "log-linear"
+
+    rng = np.random.default_rng(seed)
+    reps = bootstrap or BOOTSTRAP
+    boot = np.empty((reps, len(levels)))
+    for j, g in enumerate(groups):
+        resampled = g[rng.integers(0, len(g), (reps, len(g)))].mean(1)
+        boot[:, j] = means[j] + inflation(len(g)) * (resampled - means[j])
+    a_b, b_b = linear(logx, boot, w)
+    if len(levels) >= 3:
+        m_b, amp_b, alpha_b, _ = power_grid(u, boot, w)
+    else:
+        m_b = amp_b = alpha_b = np.full(reps, np.nan)
+    close0 = closing(form, tol, levels[0], a0, b0, m0, amp0, alpha0)
+    close_b = closing(form, tol, levels[0], a_b, b_b, m_b, amp_b, alpha_b)
+    horizon = levels[-1] * 10**HORIZON
+    cap = lambda v: float(v) if v <= horizon else np.inf  # noqa: E731  (never claimed past the horizon)
+    return Fit(form=form, slope=b0, slope_low=float(np.percentile(b_b, 2.5)),
+               slope_high=float(np.percentile(b_b, 97.5)), m_inf=m0,
+               m_inf_low=float(np.nanpercentile(m_b, 2.5)) if len(levels) >= 3 else np.nan,
+               m_inf_high=float(np.nanpercentile(m_b, 97.5)) if len(levels) >= 3 else np.nan,
+               closing_scale=cap(close0), closing_low=cap(np.quantile(close_b, 0.025, method="lower")),
+               closing_high=cap(np.quantile(close_b, 0.975, method="higher")),
+               first=float(means[0]), last=float(means[-1]), last_low=float(np.percentile(boot[:, -1], 2.5)),
+               last_high=float(np.percentile(boot[:, -1], 97.5)), points=len(levels), seeds=int(w.min()),
+               x_min=float(levels[0]), x_max=float(levels[-1]), intercept=a0, amplitude=amp0, alpha=alpha0)
+
+
+def verdict(fit: Fit, tol: float, axis_label: str) -> tuple[str, str]:
+    """The verdict word for one fit, and its reason (the ID guard is applied by the caller)."""
+    if fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:
+        need = [f"{fit.points} scale point(s)" if fit.points < MIN_POINTS else "",
+                f"{fit.seeds} seed(s) per point" if fit.seeds < MIN_SEEDS else ""]
+        return "inconclusive", (f"only {' and '.join(s for s in need if s)}: at least {MIN_POINTS} scale points "
+                                f"and {MIN_SEEDS} seeds are needed for a verdict")
+    if fit.last_high < tol:
+        return "closes", f"already under {tol:g} at the largest scale: {fit.last:.3f} [{fit.last_low:.3f}, " \
+                         f"{fit.last_high:.3f}]"
+    if np.isfinite(fit.closing_high):
+        where = "extrapolated" if fit.closing_scale > fit.x_max else "within the measured range"
+        return "closes", (f"closes at about {fit.closing_scale:.1g} {axis_label} [{fit.closing_low:.1g}, "
+                          f"{fit.closing_high:.1g}] ({where}, {fit.form})")
+    if fit.slope_low > 0:
+        return "does not close", f"rises: {fit.slope:+.3f} per decade [{fit.slope_low:+.3f}, {fit.slope_high:+.3f}]"
+    if fit.form == "power law" and fit.m_inf_low > tol:
+        return "does not close", f"levels off: m_inf = {fit.m_inf:.2f} [{fit.m_inf_low:.2f}, {fit.m_inf_high:.2f}]"
+    if fit.closing_low == np.inf:
+        return "does not close", (f"would not reach {tol:g} within {HORIZON:g} decades past {fit.x_max:.1g} "
+                                  f"{axis_label} ({fit.form}, {fit.slope:+.3f} per decade)")
+    return "inconclusive", (f"closing scale between {fit.closing_low:.1g} and beyond {fit.horizon:.1g} {axis_label}: "
+                            "more seeds or a wider range of scales would decide")

@@ -1,0 +1,98 @@
+"""Selection of one hyperparameter draw per scale point, the convergence flags and the reference check, on
+synthetic run folders read by the real `testbed collect` and `testbed report`."""
+
+import pandas as pd
+import pytest
+from conftest import cli_error, run_cli
+from fake_runs import aggregate_metrics, write_manifest, write_run
+
+from testbed import fits
+
+LRS = {0: 1e-5, 1: 1e-3}  # draw 0 cannot learn in the budget, draw 1 can
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    monkeypatch.setattr(fits, "BOOTSTRAP", 200)
+    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: [])  # figures: test_report.py
+
+
+def with_val(metrics: dict[str, float]) -> dict[str, float]:
+    """Validation metrics equal to the test metrics (held-out samples of the same environments)."""
+    return metrics | {f"val/{k[5:]}": v for k, v in metrics.items() if k.count("/") == 1} | \
+        {"val/acc_wg_id": metrics["test/acc_id"] - 0.05}
+
+
+def lr_sweep(root, oracle_acc: float = 0.74, converged: bool = True):
+    """ERM and Oracle at two widths x two learning-rate draws x three seeds; the ceiling is 0.75."""
+    for width, params in ((16, 1e4), (64, 1e5)):
+        for draw, lr in LRS.items():
+            for seed in range(3):
+                learns = draw == 1
+                erm = aggregate_metrics(0.85, 0.3, 0.2, 0.95) if learns else aggregate_metrics(0.5, 0.5, 0.4, 0.0)
+                ref = aggregate_metrics(oracle_acc, oracle_acc - 0.01, oracle_acc - 0.03, 0.02) if learns else \
+                    aggregate_metrics(0.5, 0.5, 0.45, 0.0)
+                for baseline, metrics in (("ERM", erm), ("Oracle", ref)):
+                    write_run(root, f"{baseline}-{width}-{draw}-{seed}", baseline=baseline, seed=seed, width=width,
+                              params=params, metrics=with_val(metrics), draw=draw, hparams={"model.lr": lr},
+                              converged=converged if baseline == "Oracle" else True, ceiling=0.75)
+    write_manifest(root)
+
+
+def test_id_val_selects_the_learning_draw_at_both_widths(tmp_path):
+    lr_sweep(tmp_path / "lr")
+    run_cli("report", str(tmp_path / "lr"))  # id_val is the default when there are draws
+    chosen = pd.read_csv(tmp_path / "lr/selected.csv")
+    assert set(chosen["rule"]) == {"id_val"} and len(chosen) == 4  # 2 baselines x 2 widths
+    assert (chosen["draw"] == 1).all() and chosen["hparams"].str.contains("0.001").all()
+    report = (tmp_path / "lr/report.md").read_text()
+    assert report.startswith("## Verdict\n\n**Selection: `id_val` (by `val/acc_id`): training-domain")
+    assert "| confounded | ERM | 16 | 1 | 0.850 | 2 | model.lr=0.001 |" in report
+    assert "Warning" not in report.split("## Reference check")[0]
+
+
+def test_oracle_selection_is_labelled_test_domain(tmp_path):
+    lr_sweep(tmp_path / "lr")
+    run_cli("report", str(tmp_path / "lr"), "--select", "oracle")
+    report = (tmp_path / "lr/report.md").read_text()
+    assert "TEST-DOMAIN SELECTION, an upper bound" in report.split("## Verdict")[1].split("\n## ")[0]
+    assert "TEST-DOMAIN SELECTION" in report.split("## Selected hyperparameters")[1]
+
+
+def test_without_selection_the_curve_goes_through_the_bad_draw(tmp_path):
+    lr_sweep(tmp_path / "lr")
+    run_cli("report", str(tmp_path / "lr"), "--select", "none")
+    assert (pd.read_csv(tmp_path / "lr/selected.csv")["draw"] == 0).all()
+    table = (tmp_path / "lr/report.md").read_text().split("## Endpoints at each model size")[1]
+    assert "| confounded | ERM | 10,000 | 0.500 |" in table and "| confounded | ERM | 100,000 | 0.500 |" in table
+
+
+def test_an_undertrained_oracle_puts_a_warning_in_the_headline(tmp_path):
+    lr_sweep(tmp_path / "lr", oracle_acc=0.6, converged=False)
+    run_cli("report", str(tmp_path / "lr"))
+    report = (tmp_path / "lr/report.md").read_text()
+    verdict = report.split("## Verdict")[1].split("\n## ")[0]
+    assert "**Warning: the reference (Oracle) is undertrained: below 95% of the invariant ceiling at 2 of 2" in verdict
+    assert "6 of its runs did not converge" in verdict and "did not converge by their criterion" in verdict
+    check = report.split("## Reference check")[1].split("\n## ")[0]
+    assert "| 0.600 | 0.590 | 0.750 | 0.79 **below 95%** | 3 of 3 |" in check
+    assert "train loss plateau" in report.split("## Undertrained runs")[1].split("\n## ")[0]
+
+
+def test_collect_reads_old_runs_and_skips_an_unreadable_one(tmp_path, capsys):
+    sweep = tmp_path / "old"
+    for width, params in ((16, 1e4), (64, 1e5)):
+        for seed in range(2):  # no draw, hparams, convergence or ceiling: runs from before they existed
+            write_run(sweep, f"erm-{width}-{seed}", baseline="ERM", seed=seed, width=width, params=params,
+                      metrics=aggregate_metrics(0.85, 0.3, 0.2))
+    (sweep / "erm-64-1/results.json").write_text("{not json")
+    run_cli("collect", str(sweep))
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("skipped")] == \
+        [f"skipped {sweep / 'erm-64-1'}: results.json or run.json unreadable "
+         "(JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+    assert "selection: `none`" in out[1]
+    assert pd.read_csv(sweep / "results.csv")["run"].nunique() == 3
+    assert cli_error(capsys, "collect", str(sweep), "--select", "val_wg") == [
+        "testbed: error: select: 'val_wg' needs the validation metric val/acc_wg_id, which these runs do not "
+        "record; choose one of id_val, oracle, none"]

@@ -1,0 +1,126 @@
+"""The report's verdicts on synthetic sweeps with a known truth, written as run folders and read by the real
+`testbed report`; and the coverage of the fits' intervals at small seed counts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+from fake_runs import aggregate_metrics, write_manifest, write_run
+
+from testbed import fits
+from testbed.fits import fit_trend
+
+WIDTHS = [8, 32, 128, 512]
+PARAMS = [1e3, 1e4, 1e5, 1e6]  # four decades of parameters, one per width
+DECAY_CLOSES_AT = 1e3 * (0.5 / 0.02) ** (1 / 0.4)  # where 0.5 (N / 1e3)^-0.4 reaches the 0.02 tolerance: 3.1e6
+TRUTH = {  # baseline -> (confusion gap, ID accuracy) as functions of u = N / 1e3
+    "Decays": (lambda u: 0.5 * u**-0.4, lambda u: 0.75),  # closes past the largest measured size
+    "Levels": (lambda u: 0.3 + 0.4 * u**-0.5, lambda u: 0.78),
+    "Flat": (lambda u: 0.45 + 0 * u, lambda u: 0.85),
+    "IRM": (lambda u: 0.17 - 0.12 * np.log10(u), lambda u: 0.8 - 0.13 * np.log10(u)),  # gap shrinks, ID collapses
+}
+
+
+def synthetic_sweep(root, seeds: int, noise: float, baselines=TRUTH, rng_seed: int = 1):
+    rng = np.random.default_rng(rng_seed)
+    for width, p in zip(WIDTHS, PARAMS):
+        u = p / 1e3
+        for seed in range(seeds):
+            ref_wg = 0.7 + rng.normal(0, noise / 2)
+            write_run(root, f"oracle-{width}-{seed}", baseline="Oracle", seed=seed, width=width, params=p,
+                      metrics=aggregate_metrics(0.75, 0.74, ref_wg, 0.01))
+            for name, (gap, acc_id) in baselines.items():
+                wg = ref_wg - gap(u) + rng.normal(0, noise)
+                write_run(root, f"{name}-{width}-{seed}", baseline=name, seed=seed, width=width, params=p,
+                          metrics=aggregate_metrics(acc_id(u), wg + 0.05, wg, 0.9))
+    write_manifest(root)
+
+
+@pytest.fixture
+def small_bootstrap(monkeypatch):
+    """Fewer bootstrap draws (the verdict logic is the same), and none of `plot`'s descriptive figures: these
+    tests are about verdicts (test_report.py draws every figure from a real sweep)."""
+    monkeypatch.setattr(fits, "BOOTSTRAP", 300)
+    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: [])
+
+
+def test_report_states_each_known_truth(tmp_path, small_bootstrap):
+    sweep = tmp_path / "synthetic"
+    synthetic_sweep(sweep, seeds=4, noise=0.005)
+    run_cli("report", str(sweep))
+    table = pd.read_csv(sweep / "fits.csv")
+    gap = table[(table.axis == "params") & (table.metric == "confusion_gap")].set_index("baseline")
+    assert gap.loc["Decays", "verdict"] == "closes"
+    assert DECAY_CLOSES_AT / 3 <= gap.loc["Decays", "closing_scale"] <= DECAY_CLOSES_AT * 3
+    assert gap.loc["Decays", "closing_high"] <= 1e6 * 10**fits.HORIZON
+    assert gap.loc["Levels", "verdict"] == "does not close"
+    assert gap.loc["Levels", "form"] == "power law"
+    assert gap.loc["Levels", "m_inf_low"] <= 0.3 <= gap.loc["Levels", "m_inf_high"]
+    assert gap.loc["Flat", "verdict"] == "does not close"
+    assert gap.loc["IRM", "verdict"] == "collapses"
+    assert gap.loc["Oracle", "verdict"] == "reference"
+    report = (sweep / "report.md").read_text()
+    assert report.startswith("## Verdict\n")
+    assert "closes at about 3e+06 parameters" in report and "extrapolated" in report
+    criterion = report.split("## Criterion")[1]
+    for word in set(table.verdict):
+        assert f"**{word}**" in criterion  # every verdict word used is defined
+
+
+def test_two_noisy_seeds_are_inconclusive_and_say_why(tmp_path, small_bootstrap):
+    sweep = tmp_path / "noisy"
+    synthetic_sweep(sweep, seeds=2, noise=0.1, baselines={"Decays": TRUTH["Decays"]})
+    run_cli("report", str(sweep))
+    table = pd.read_csv(sweep / "fits.csv")
+    assert set(table[table.baseline == "Decays"].verdict) == {"inconclusive"}
+    verdict = (sweep / "report.md").read_text().split("## Verdict")[1].split("##")[0]
+    assert "2 seed(s) per point: at least 3 scale points and 3 seeds are needed" in verdict
+
+
+def test_intervals_cover_the_truth_at_three_seeds():
+    """Over 40 synthetic sweeps of 4 scale points x 3 seeds, the 95% intervals of the slope, of m_inf and of
+    the closing scale contain the true value at least 90% of the time (a plain percentile bootstrap of three
+    seeds covers far less)."""
+    x = np.repeat(PARAMS, 3)
+    u = x / 1e3
+    hits = np.zeros(3)
+    for r in range(40):
+        rng = np.random.default_rng(100 + r)
+        f = fit_trend(x, 0.5 - 0.05 * np.log10(u) + rng.normal(0, 0.02, len(x)), 0.02, seed=r, bootstrap=200)
+        hits[0] += f.slope_low <= -0.05 <= f.slope_high
+        f = fit_trend(x, 0.3 + 0.4 * u**-0.5 + rng.normal(0, 0.02, len(x)), 0.02, seed=r, bootstrap=200)
+        hits[1] += f.m_inf_low <= 0.3 <= f.m_inf_high
+        f = fit_trend(x, 0.6 * u**-0.4 + rng.normal(0, 0.01, len(x)), 0.02, seed=r, bootstrap=200)
+        hits[2] += f.closing_low <= 1e3 * 30**2.5 <= f.closing_high
+    assert (hits / 40 >= 0.9).all(), hits / 40
+
+
+def test_no_closing_scale_is_claimed_past_the_horizon():
+    x = np.repeat(PARAMS, 3)
+    y = 0.5 - 0.05 * np.log10(x / 1e3) + np.tile([-0.005, 0, 0.005], 4)  # reaches 0.02 at about 4e12
+    fit = fit_trend(x, y, 0.02, bootstrap=200)
+    assert fit.closing_scale == np.inf and fit.horizon == pytest.approx(1e6 * 10**fits.HORIZON)
+    assert fits.verdict(fit, 0.02, "parameters")[0] == "does not close"
+
+
+def test_probe_gap_and_head_gap_are_fitted_and_read_apart(tmp_path, small_bootstrap):
+    """ERM's head stays on the spurious attribute while a probe on its features reaches the Oracle's probe
+    (Kirichenko et al. 2022): the feature gap closes, the head gap does not."""
+    sweep = tmp_path / "probe"
+    rng = np.random.default_rng(0)
+    for width, p in zip(WIDTHS, PARAMS):
+        for seed in range(3):
+            noise = rng.normal(0, 0.005, 3)
+            write_run(sweep, f"oracle-{width}-{seed}", baseline="Oracle", seed=seed, width=width, params=p,
+                      metrics=aggregate_metrics(0.75, 0.74, 0.7 + noise[0], 0.01, probe_wg=0.7 + noise[0]))
+            write_run(sweep, f"erm-{width}-{seed}", baseline="ERM", seed=seed, width=width, params=p,
+                      metrics=aggregate_metrics(0.85, 0.3, 0.2 + noise[1], 0.95,
+                                                probe_wg=0.7 - 0.4 * (p / 1e3) ** -0.5 + noise[2]))
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    table = pd.read_csv(sweep / "fits.csv").query("axis == 'params' and baseline == 'ERM'").set_index("metric")
+    assert table.loc["probe_confusion_gap", "verdict"] == "closes"
+    assert table.loc["confusion_gap", "verdict"] == "does not close"
+    section = (sweep / "report.md").read_text().split("## Features vs head (probe)")[1].split("\n## ")[0]
+    assert "| ERM |" in section and "the features carry the causal feature; the head does not use it" in section
+    assert (sweep / "figures/probe_vs_head.png").stat().st_size > 1000
