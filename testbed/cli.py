@@ -1,27 +1,38 @@
 """The `testbed` command: LightningCLI `fit`, `validate` and `test`, the model-free `sweep`, `collect`, `plot`
-and `report` (testbed/tools.py), and one-line errors for bad input."""
+and `report` (testbed/tools.py), `show` (testbed/show.py), and one-line errors for bad input.
 
+Quiet by default: each run prints its progress and a summary table; `--verbose` brings Lightning's own messages
+and warnings back."""
+
+import json
 import logging
 import re
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from jsonargparse import ArgumentError, ArgumentParser
 from lightning import Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 
 import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
 import testbed.envs  # noqa: F401  (and the environments for --data)
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
 from testbed.module import Baseline
+from testbed.progress import EpochProgress
 from testbed.results import finish_fit, write_results
+from testbed.table import run_table
 from testbed.tools import TOOLS
 
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # sweeps give argv on purpose
 warnings.filterwarnings("ignore", message="Experiment logs directory")  # a sweep run's folder has run.json
+# Known to be harmless here (`--verbose` shows them again): Lightning's own use of a deprecated torch name, and
+# its advice to log more often than once per epoch, which Baseline does on purpose (testbed/module.py).
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message="The number of training batches")
 
 TRAINER_DEFAULTS = {
     "max_epochs": 10,
@@ -32,10 +43,33 @@ TRAINER_DEFAULTS = {
 }
 # The environment's attributes that become the model's init arguments of the same name.
 MODEL_LINKS = ("n_classes", "input_shape")
+# Lightning's messages that say nothing to a user of this tool: advertising, and the absence of accelerators.
+NOISE = ("💡 Tip", "GPU available: False", "TPU available: False", "HPU available: False", "`Trainer.fit` stopped")
+
+
+class QuietFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE)
+
+
+def quiet(verbose: bool) -> None:
+    """Drop Lightning's known noise (or, `verbose`, show every warning again, once per place)."""
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0"
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    for f in [f for f in rank_zero.filters if isinstance(f, QuietFilter)]:
+        rank_zero.removeFilter(f)
+    if verbose:
+        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.INFO)
+        warnings.simplefilter("default")
+    else:
+        rank_zero.addFilter(QuietFilter())
 
 
 class TestbedCLI(LightningCLI):
-    """Links the environment's shape into the model; after `fit` it tests and writes `results.json`."""
+    """Links the environment's shape into the model; after `fit` it tests and writes `results.json`; each command
+    ends with a table of what the run found."""
+
+    verbose = False  # Lightning's own progress bar instead of EpochProgress
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -54,15 +88,37 @@ class TestbedCLI(LightningCLI):
         self.model.check_env(self.datamodule)
         return super().instantiate_trainer(**kwargs)
 
-    def before_fit(self) -> None:
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        given = [c for c in (config.get("callbacks") or []) + callbacks]
+        if not self.verbose and config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, EpochProgress()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _started(self) -> None:
         self._start = time.perf_counter()
+
+    def _report(self, path, stage: str) -> None:
+        if self.trainer.is_global_zero:
+            print(f"\n{run_table(json.loads(Path(path).read_text()), stage)}\nresults: {path}", flush=True)
+
+    before_fit = before_validate = before_test = _started
 
     def after_fit(self) -> None:
         wall = time.perf_counter() - self._start
-        rank_zero_info(f"results: {finish_fit(self.trainer, self.model, self.datamodule, self._seed(), wall)}")
+        self._report(finish_fit(self.trainer, self.model, self.datamodule, self._seed(), wall), "test")
+
+    def after_validate(self) -> None:
+        """`validate` writes nothing: its table is built from the validation metrics it logged."""
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        run = {"model": type(self.model).__name__, "data": type(self.datamodule).__name__, "metrics": metrics,
+               "params": self.model.n_params, "wall_time_s": time.perf_counter() - self._start}
+        if self.trainer.is_global_zero:
+            print(f"\n{run_table(run, 'val')}", flush=True)
 
     def after_test(self) -> None:
-        rank_zero_info(f"results: {write_results(self.trainer, self.model, self._seed(), None)}")
+        wall = time.perf_counter() - self._start
+        self._report(write_results(self.trainer, self.model, self._seed(), wall), "test")
 
 
 def subclass_names(base: type) -> list[str]:
@@ -115,7 +171,12 @@ study scaling:
   sweep     run baselines x scales x seeds from a sweep YAML, resumably (local, worker processes or Ray)
   collect   gather a sweep's runs into one tidy table (results.csv)
   plot      draw a sweep's scaling curves (figures/*.png, *.pdf)
-  report    write report.md: a verdict per regime and baseline from saturating fits with bootstrap intervals"""
+  report    write report.md: a verdict per regime and baseline from saturating fits with bootstrap intervals
+look at the data:
+  show      draw samples of each sub-environment with y, a and their counterfactuals (PNG; text for vectors)
+
+fit, validate and test print one line per epoch (a bar on a terminal) and a table of the results;
+--verbose shows Lightning's own messages and warnings too."""
 
 
 CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mode_model=True,
@@ -123,8 +184,9 @@ CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mo
                   save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
 
 
-def lightning_cli(argv: list[str]) -> TestbedCLI:
+def lightning_cli(argv: list[str], verbose: bool = False) -> TestbedCLI:
     """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed."""
+    TestbedCLI.verbose = verbose
     return TestbedCLI(**CLI_KWARGS, args=argv)
 
 
@@ -144,16 +206,21 @@ def resolver() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    # Keep a failed command's output to its one error line: no "Seed set to 0" before it.
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    quiet(verbose)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
     try:
         if argv[0] in TOOLS:
             TOOLS[argv[0]](argv[1:])
+        elif argv[0] == "show":
+            from testbed.show import show
+
+            show(argv[1:])
         else:
-            lightning_cli(argv)
+            lightning_cli(argv, verbose)
     except (ConfigError, ArgumentError) as err:
         fail(one_line(err))
     except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes

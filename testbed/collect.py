@@ -112,3 +112,14 @@ def wide(table: pd.DataFrame, stage: str = "test", extra: tuple[str, ...] = ("va
     out = pd.concat(parts, axis=1, join="outer").loc[runs.index]
     out.columns.name = None
     return out.reset_index()
+
+
+def with_reversed(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with `acc_reversed`: each run's accuracy on its shifted environment of lowest correlation (the one
+    that reverses the training correlation, e.g. corr=0.10), which pooled OOD accuracy averages with the others."""
+    ood = table[(table.stage == "test") & (table.role == "ood") & (table.metric == "acc") & table.env_corr.notna()]
+    if ood.empty:
+        return runs
+    lowest = ood.loc[ood.groupby("run").env_corr.idxmin(), ["run", "value", "env_corr"]]
+    lowest = lowest.rename(columns={"value": "acc_reversed", "env_corr": "reversed_corr"})
+    return runs.merge(lowest, on="run", how="left")

@@ -3,6 +3,8 @@ data and FLOPs (mean and 95% interval over seeds, hue = baseline, a column per r
 scatter, and spurious reliance against scale; for closed-loop environments, the return and crashes against
 scale and offline accuracy against return. Each figure is saved as PNG and PDF."""
 
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -11,17 +13,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 
 LABELS = {
-    "acc_id": "ID accuracy", "acc_avg": "OOD accuracy", "acc_wg": "worst-group acc. (OOD)",
-    "ood_gap": "OOD gap (ID - OOD)", "spurious_reliance": "spurious reliance",
-    "causal_sensitivity": "causal sensitivity", "params": "parameters", "n_train": "training samples",
-    "flops": "training FLOPs", "return_norm": "closed-loop return / expert's", "crash_rate": "crashes per episode",
+    "acc_id": "ID accuracy", "acc_avg": "OOD accuracy (pooled)", "acc_wg": "worst-group acc. (OOD)",
+    "acc_reversed": "OOD accuracy, reversed env", "ood_gap": "OOD gap (ID - OOD)",
+    "spurious_reliance": "spurious reliance", "causal_sensitivity": "causal sensitivity", "params": "parameters",
+    "n_train": "training samples", "flops": "training FLOPs", "return_norm": "closed-loop return / expert's",
+    "crash_rate": "crashes per episode",
 }
-ACCURACY = ["acc_id", "acc_avg", "acc_wg"]
+ACCURACY = ["acc_id", "acc_avg", "acc_reversed", "acc_wg"]
 RELIANCE = ["spurious_reliance", "causal_sensitivity"]
 CLOSED_LOOP = ["return_norm", "crash_rate"]
+FACETS = {"config": "regime", "corr": "training corr"}  # how a facet column is named in a panel's title
+SCALES = ["params", "n_train"]  # the scale axes a figure may hold fixed
 
 
 def facet(runs: pd.DataFrame) -> str | None:
@@ -43,40 +49,121 @@ def at_largest(runs: pd.DataFrame, col: str, other: str | None) -> pd.DataFrame:
     return runs[runs[col] == runs.groupby(other)[col].transform("max")]
 
 
+def number(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}"
+
+
+def held_fixed(runs: pd.DataFrame, x: str, col: str | None) -> str:
+    """Which scale axes a figure holds fixed (constant within each regime) and at what value."""
+    held = []
+    for axis in [a for a in SCALES if a != x and a in runs]:
+        per = runs.groupby(col)[axis].nunique() if col else pd.Series([runs[axis].nunique()])
+        if (per == 1).all():
+            values = sorted(runs[axis].unique())
+            held.append(f"{LABELS[axis]} = {' / '.join(number(v) for v in values)}"
+                        + (" (the largest)" if len(values) == 1 else f" (the largest of each {FACETS.get(col, col)})"))
+    return "Held fixed: " + ("; ".join(held) if held else "nothing (every run)")
+
+
+def log_axis(ax: plt.Axes, low: float, high: float) -> None:
+    """A log x axis over [low, high] with a labelled tick at every decade and minor ticks at 2 to 9 times each.
+    Fewer than two decades in view: widen to the nearer decade if it costs at most a third of one, else label the
+    minor ticks at 2 and 5 too."""
+    ax.set_xscale("log")
+    lo, hi = math.log10(low) - 0.1, math.log10(high) + 0.1  # the outermost points and labels stay off the frame
+    if math.floor(hi) - math.ceil(lo) + 1 < 2:
+        below, above = math.ceil(lo) - 1, math.floor(hi) + 1
+        if min(lo - below, above - hi) <= 1 / 3:
+            lo, hi = (below - 0.03, hi) if lo - below <= above - hi else (lo, above + 0.03)
+    ax.set_xlim(10 ** lo, 10 ** hi)
+    few = math.floor(hi) - math.ceil(lo) + 1 < 2
+    scale = ax.xaxis
+    scale.set_major_locator(LogLocator(base=10, numticks=20))
+    scale.set_major_formatter(LogFormatterSciNotation(base=10))
+    scale.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=20))
+    scale.set_minor_formatter(FuncFormatter(minor_label) if few else NullFormatter())
+    ax.tick_params(axis="x", which="minor", length=2.5, width=0.6, labelsize="small", bottom=True)
+    ax.tick_params(axis="x", which="major", length=4, bottom=True)
+
+
+def minor_label(v: float, _: int) -> str:
+    """`2×10³` and `5×10³` on a short log axis; nothing at the other minor ticks."""
+    exponent = math.floor(math.log10(v) + 1e-9)
+    mantissa = round(v / 10 ** exponent)
+    return rf"$\mathdefault{{{mantissa}\times10^{{{exponent}}}}}$" if mantissa in (2, 5) else ""
+
+
+def label_facets(grid: sns.FacetGrid, col: str | None, rows: bool) -> None:
+    """Regime names above the top panels; with a row per metric, the metric as the left panels' y label (no
+    margin titles on the right, where they would collide with the legend)."""
+    grid.set_titles(template="")
+    for j, name in enumerate(grid.col_names or []):
+        grid.axes[0, j].set_title(f"{FACETS.get(col, col)} = {name}", fontsize=9)
+    for i, name in enumerate(grid.row_names if rows else []):
+        grid.axes[i, 0].set_ylabel(name.replace(", ", ",\n").replace(" (", "\n("))
+
+
+def legend_below(grid: sns.FacetGrid) -> None:
+    if grid.legend is not None:
+        sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=8, frameon=False, title=None)
+
+
 def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind: str = "line") -> sns.FacetGrid:
-    metrics = [m for m in metrics if m in runs]
+    metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
     long = runs.melt(id_vars=[c for c in runs.columns if c not in metrics], value_vars=metrics,
                      var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map(LABELS)
+    labels = dict(LABELS)
+    if "reversed_corr" in runs and runs.reversed_corr.nunique() == 1:
+        labels["acc_reversed"] += f" (corr={runs.reversed_corr.iloc[0]:.2f})"
+    long["metric"] = long["metric"].map(labels)
     extra = {"errorbar": ("ci", 95), "marker": "o", "err_style": "bars"} if kind == "line" else {"alpha": 0.7}
     grid = sns.relplot(data=long, x=x, y="value", hue="baseline", hue_order=sorted(runs.baseline.unique()),
-                       row="metric", col=col, col_order=order(runs, col), kind=kind,
-                       height=2.6, aspect=1.3, facet_kws={"sharey": "row", "margin_titles": True}, **extra)
-    grid.set(xscale="log")
-    for ax in grid.axes.flat:
-        ax.xaxis.set_minor_formatter(NullFormatter())  # label decades only: minor labels collide
+                       row="metric", row_order=[labels[m] for m in metrics], col=col, col_order=order(runs, col),
+                       kind=kind, height=2.4, aspect=1.35, facet_kws={"sharey": "row", "margin_titles": False},
+                       **extra)
     grid.set_axis_labels(LABELS[x], "")
-    grid.set_titles(row_template="{row_name}", col_template=f"{col} = {{col_name}}" if col else "")
+    for ax in grid.axes.flat:
+        log_axis(ax, runs[x].min(), runs[x].max())
+    label_facets(grid, col, rows=True)
+    legend_below(grid)
+    if kind == "line":
+        groups = runs.groupby([x, "baseline"] + ([col] if col else [])).size()
+        n = f"{groups.min()}" if groups.min() == groups.max() else f"{groups.min()} to {groups.max()}"
+        bars = f"Points: mean over the {n} runs (seeds) at each size; bars: 95% bootstrap interval of that mean"
+    else:
+        bars = "Each point is one run"
+    grid.caption = f"{held_fixed(runs, x, col)}. {bars}."
     return grid
 
 
 def id_vs_ood(runs: pd.DataFrame, col: str | None, y: str = "acc_avg") -> sns.FacetGrid:
-    grid = sns.relplot(data=runs, x="acc_id", y=y, hue="baseline", hue_order=sorted(runs.baseline.unique()),
-                       size="params", col=col, col_order=order(runs, col),
-                       height=3.2, alpha=0.75, facet_kws={"margin_titles": True})
+    """One point per run: colour the baseline, size the model, marker the training-set size."""
+    data = runs.assign(**{LABELS["params"]: runs["params"], LABELS["n_train"]: runs["n_train"]})
+    grid = sns.relplot(data=data, x="acc_id", y=y, hue="baseline", hue_order=sorted(runs.baseline.unique()),
+                       size=LABELS["params"], style=LABELS["n_train"], col=col, col_order=order(runs, col),
+                       height=3.2, alpha=0.75, facet_kws={"margin_titles": False})
     for ax in grid.axes.flat if y == "acc_avg" else []:  # y = x: no gap
         ax.axline((0.5, 0.5), slope=1, color="gray", linestyle="--", linewidth=1)
     grid.set_axis_labels(LABELS["acc_id"], LABELS[y])
-    grid.set_titles(col_template=f"{col} = {{col_name}}" if col else "")
+    label_facets(grid, col, rows=False)
+    dashed = "; dashed: y = x (no OOD gap)" if y == "acc_avg" else ""
+    grid.caption = f"Held fixed: nothing (every run). Each point is one run{dashed}."
     return grid
 
 
 def save(grid: sns.FacetGrid, title: str, path: Path) -> list[Path]:
-    grid.figure.suptitle(title, y=1.02)
+    """Title and, under it, the caption (what is held fixed, what the points and bars are), above the panels."""
+    fig = grid.figure
+    width = int(fig.get_figwidth() * 15)  # characters of 8-point text per line across the figure
+    caption = textwrap.fill(getattr(grid, "caption", ""), max(width, 60))
+    lines = caption.count("\n") + 1 if caption else 0
+    for text, y, size, colour in ((caption, 6, 8, "dimgray"), (title, 10 + 10 * lines, 11, "black")):
+        fig.text(0.5, 1.0, text, transform=offset_copy(fig.transFigure, fig=fig, y=y, units="points"),
+                 ha="center", va="bottom", fontsize=size, color=colour)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
-        grid.figure.savefig(p, bbox_inches="tight", dpi=130)
-    plt.close(grid.figure)
+        fig.savefig(p, bbox_inches="tight", dpi=130)
+    plt.close(fig)
     return out
 
 
@@ -95,7 +182,7 @@ def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
                       "Accuracy vs training-set size (largest model)", figures / "scaling_data")
     paths += save(curves(runs, "flops", ACCURACY, col, kind="scatter"),
                   "Accuracy vs training compute (every run)", figures / "scaling_flops")
-    paths += save(id_vs_ood(runs, col), "ID vs OOD accuracy (dashed: y = x)", figures / "id_vs_ood")
+    paths += save(id_vs_ood(runs, col), "ID vs OOD accuracy", figures / "id_vs_ood")
     if any(m in runs for m in RELIANCE) and runs["params"].nunique() > 1:
         paths += save(curves(at_largest(runs, "n_train", col), "params", RELIANCE, col),
                       "Counterfactual reliance vs model size", figures / "reliance_params")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.collect import axis_columns, collect, regime_column, save_table, wide
+from testbed.collect import axis_columns, collect, regime_column, save_table, wide, with_reversed
 from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 
@@ -88,7 +88,7 @@ def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = No
     table = collect(sweep_dir, all_runs)
     save_table(table, sweep_dir)
     axes = axis_columns(table)
-    runs = wide(table)
+    runs = with_reversed(wide(table), table)
     col = regime_column(runs)
     runs["regime"] = runs[col].astype(str) if col else "all"
     rule = rule or default_rule(runs)
