@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 
+from testbed.budget import convergence
 from testbed.module import Baseline
 
 
@@ -30,7 +31,8 @@ def versions() -> dict[str, str]:
 
 
 def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float | None) -> dict:
-    """Final metrics with the run's scale: parameters, training samples, steps and FLOPs."""
+    """Final metrics (test, and the final model's validation metrics) with the run's scale (parameters, training
+    samples, steps and FLOPs), its convergence record and the environment's invariant ceiling."""
     env = trainer.datamodule
     samples = model.samples_seen * trainer.world_size
     train = [s for s in env.specs if s.role == "train"]
@@ -38,7 +40,9 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "model": type(model).__name__,
         "data": type(env).__name__,
         "seed": seed,
-        "metrics": model.results,
+        "metrics": {**model.results, **model.final_val()},
+        "convergence": convergence(trainer, model.train_curve),
+        "ceiling": env.ceiling,
         "params": model.n_params,
         "n_train": sum(len(env.data[n].y) for n in env.names("train")),
         "train_corr": sum(s.corr for s in train) / len(train),
