@@ -92,6 +92,12 @@ class ColoredMNIST(ShiftedEnv):
                 raise ConfigError(f"{field}: {n} is not allowed; at most {available} MNIST digits are set aside "
                                   "for it")
 
+    @property
+    def ceiling(self) -> float:
+        """A model that reads the digit and ignores the colour is right unless the label is noise (0.75 in
+        Arjovsky et al. 2019)."""
+        return 1.0 - self.label_noise
+
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         g = self.generator(spec, split)
         mnist = self.mnist[split != "test"]
