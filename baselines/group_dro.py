@@ -6,6 +6,7 @@ from torch import Tensor
 from testbed.baselines.risks import group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
+from testbed.hparams import Range
 from testbed.module import Baseline
 
 
@@ -19,6 +20,8 @@ class GroupDRO(Baseline):
     """
 
     q: Tensor  # group weights, set when fitting starts
+
+    tunable = {**Baseline.tunable, "eta": Range(1e-3, 1e-1, log=True)}  # DomainBed's ranges
 
     def __init__(self, eta: float = 0.01, **kwargs) -> None:
         super().__init__(**kwargs)

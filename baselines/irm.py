@@ -6,6 +6,7 @@ from torch import Tensor
 from testbed.baselines.risks import annealed, group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
+from testbed.hparams import Range
 from testbed.module import Baseline
 
 
@@ -21,6 +22,10 @@ class IRM(Baseline):
             steps; DomainBed samples 1e-1 to 1e5).
         anneal_steps: optimiser steps trained with weight 1.
     """
+
+    # DomainBed's ranges: lambda 10^U(-1, 5), annealing 10^U(0, 4) steps.
+    tunable = {**Baseline.tunable, "penalty_weight": Range(1e-1, 1e5, log=True),
+               "anneal_steps": Range(1, 10000, log=True)}
 
     def __init__(self, penalty_weight: float = 1e4, anneal_steps: int = 100, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -1,6 +1,6 @@
 """Shifted environments with controllable spurious correlates (installed as `testbed.envs`)."""
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, TensorLoader
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, TensorLoader
 from testbed.envs.braking import Braking
 from testbed.envs.celeba import CelebA
 from testbed.envs.colored_mnist import ColoredMNIST
@@ -9,5 +9,5 @@ from testbed.envs.shapes import SpuriousShapes
 from testbed.envs.waterbirds import Waterbirds
 from testbed.envs.wilds_env import WildsEnv
 
-__all__ = ["Batch", "Braking", "BrakingEnv", "CelebA", "ColoredMNIST", "EnvSpec", "ShiftedEnv", "SpuriousShapes",
-           "TensorLoader", "Waterbirds", "WildsEnv"]
+__all__ = ["Batch", "Braking", "BrakingEnv", "CelebA", "ColoredMNIST", "EnvSpec", "ShiftedEnv", "Split",
+           "SpuriousShapes", "TensorLoader", "Waterbirds", "WildsEnv"]

@@ -6,6 +6,9 @@ samples of the training distributions) or `ood` (shifted domains). Every batch i
 the group of a sample is `g = y * n_classes + a`.
 """
 
+import inspect
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -17,6 +20,9 @@ from torch import Tensor, nn
 from testbed.errors import ConfigError, check_positive, check_unit
 
 Role = Literal["train", "id", "ood"]
+# Which samples of a sub-environment `make` returns: a training environment's ("train"), or a held-out one's
+# validation samples ("val", for selection and early stopping) or test samples ("test"), drawn apart.
+Split = Literal["train", "val", "test"]
 
 
 class Batch(NamedTuple):
@@ -110,7 +116,8 @@ class ShiftedEnv(L.LightningDataModule):
         check_positive("batch_size", batch_size)
         check_positive("eval_batch_size", eval_batch_size)
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.data: dict[str, Batch] = {}
+        self.data: dict[str, Batch] = {}  # every sub-environment's training or test samples
+        self.val_data: dict[str, Batch] = {}  # each `id` and `ood` sub-environment's validation samples
         # Training data a regime serves in place of the training environments (a phase of ContinualFinetune);
         # Lightning picks it up when it next asks for `train_dataloader`.
         self.served: Batch | None = None
@@ -147,9 +154,26 @@ class ShiftedEnv(L.LightningDataModule):
                               f"it has {', '.join(knobs) or 'none'}")
         return type(self)(**{**knobs, **changes})
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        """Generate or load the samples of one sub-environment; `index` is its position in `specs`."""
+    @property
+    def ceiling(self) -> float | None:
+        """The invariant ceiling: the best accuracy a model that ignores the spurious attribute can reach on the
+        shifted data, where the environment knows it; None where it does not."""
+        return None
+
+    def generator(self, spec: EnvSpec, split: Split) -> torch.Generator:
+        """A generator seeded by the seed, the sub-environment's name and the split: adding or reordering
+        sub-environments never changes another one's samples."""
+        return torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{spec.name}/{split}".encode()))
+
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        """Generate or load the samples of one sub-environment; `index` is its position in `specs`. Held-out
+        (`id`, `ood`) sub-environments are asked for their `val` and their `test` samples, which must be
+        disjoint; training ones for their `train` samples."""
         raise NotImplementedError
+
+    def gives_val(self) -> bool:
+        """Whether `make` takes a `split` argument, i.e. can give validation samples apart from test samples."""
+        return "split" in inspect.signature(self.make).parameters
 
     def intervene(self, batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
         """Render the same samples with the spurious attribute and/or the causal class replaced: do(a=v)."""
@@ -159,10 +183,11 @@ class ShiftedEnv(L.LightningDataModule):
         """The causal class of each sample (before label noise)."""
         raise NotImplementedError(f"{type(self).__name__} has no causal latent")
 
-    def eval_data(self, name: str, model: nn.Module) -> Batch:
-        """The samples of sub-environment `name` to score `model` on: fixed data, except in a closed-loop
-        environment, where they are the states `model` visits when it acts (`testbed.envs.braking`)."""
-        return self.data[name]
+    def eval_data(self, name: str, model: nn.Module, split: Split = "test") -> Batch:
+        """The samples of sub-environment `name` to score `model` on (its validation or its test samples):
+        fixed data, except in a closed-loop environment, where they are the states `model` visits when it acts
+        (`testbed.envs.braking`)."""
+        return (self.val_data if split == "val" else self.data)[name]
 
     def deployment_metrics(self, names: list[str]) -> dict[str, float]:
         """Closed-loop metrics beyond accuracy (return, crash rate) of the last `eval_data` of these
@@ -170,8 +195,17 @@ class ShiftedEnv(L.LightningDataModule):
         return {}
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.data:
+        if self.data:
+            return
+        if not self.gives_val():  # a plug-in written before validation samples were asked for
+            warnings.warn(f"{type(self).__name__}.make takes no `split` argument, so it gives no validation samples "
+                          "apart from its test samples: no val/... metrics are computed for it (see the README, "
+                          "'Add your own shifted dataset')", stacklevel=2)
             self.data = {s.name: self.make(s, i) for i, s in enumerate(self.specs)}
+            return
+        self.data = {s.name: self.make(s, i, "train" if s.role == "train" else "test")
+                     for i, s in enumerate(self.specs)}
+        self.val_data = {s.name: self.make(s, i, "val") for i, s in enumerate(self.specs) if s.role != "train"}
 
     def names(self, *roles: Role) -> list[str]:
         return [s.name for s in self.specs if s.role in roles]
@@ -201,18 +235,21 @@ class ShiftedEnv(L.LightningDataModule):
         return TensorLoader(self.on_device(self.train_data), self.batch_size, shuffle=True, seed=self.seed,
                             rank=rank, world_size=world)
 
-    def eval_loaders(self, names: list[str]) -> list[TensorLoader]:
+    def eval_loaders(self, names: list[str], split: Split) -> list[TensorLoader]:
         rank, world = self._rank()
         model = self.trainer.lightning_module if self.trainer is not None else None
-        return [TensorLoader(self.on_device(self.eval_data(n, model)), self.eval_batch_size, rank=rank,
+        return [TensorLoader(self.on_device(self.eval_data(n, model, split)), self.eval_batch_size, rank=rank,
                              world_size=world) for n in names]
 
     def eval_names(self, stage: str) -> list[str]:
-        """Validation watches the held-out and shifted environments; testing also scores the training data."""
-        return self.names("id", "ood") if stage == "val" else self.names("train", "id", "ood")
+        """Validation scores the validation samples of the held-out and shifted environments (none if the
+        environment gives none); testing scores the test samples of those and the training data."""
+        if stage == "val":
+            return self.names("id", "ood") if self.val_data else []
+        return self.names("train", "id", "ood")
 
     def val_dataloader(self) -> list[TensorLoader]:
-        return self.eval_loaders(self.eval_names("val"))
+        return self.eval_loaders(self.eval_names("val"), "val")
 
     def test_dataloader(self) -> list[TensorLoader]:
-        return self.eval_loaders(self.eval_names("test"))
+        return self.eval_loaders(self.eval_names("test"), "test")

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split
 from testbed.envs.road import Observation, Road, Trajectories
 from testbed.errors import check_positive
 
 CHUNK = 16  # demonstrations are generated in seeded blocks of episodes, so a larger n_demos extends a smaller one
-ID_SEED, EVAL_SEED = 1_000_003, 2_000_003  # held-out and deployment episodes are the same for every run
+# Held-out and deployment episodes are the same for every run; their validation episodes are other episodes.
+ID_SEED, EVAL_SEED, VAL_ID_SEED, VAL_EVAL_SEED = 1_000_003, 2_000_003, 3_000_003, 4_000_003
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class Braking(ShiftedEnv):
 
     Args:
         n_demos: expert episodes to learn from (the data-size knob).
-        n_val: held-out expert episodes.
-        n_eval: episodes the policy drives at evaluation.
+        n_val: held-out expert episodes (test), and as many other ones for validation; validation also lets the
+            policy drive `n_val` episodes of its own, other than the test's.
+        n_eval: episodes the policy drives at test.
         max_dist, safe_dist, persistence, noise, saliency, crash_cost, horizon, observation, image_size: the
             task's knobs (`testbed.envs.road.Road`): `saliency` is the nuisance's salience, `persistence` how
             strongly consecutive expert actions correlate, `observation` vector or small image.
@@ -84,6 +86,7 @@ class Braking(ShiftedEnv):
         if not self.data:  # the closed loop has no fixed data: `eval_data` drives the policy
             self.data = {self.specs[0].name: self.demos(self.n_demos, self.seed),
                          self.specs[1].name: self.demos(self.n_val, ID_SEED)}
+            self.val_data = {self.specs[1].name: self.demos(self.n_val, VAL_ID_SEED)}
 
     def intervene(self, batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
         if causal is not None:
@@ -106,16 +109,13 @@ class Braking(ShiftedEnv):
                    "crash_rate": float(t.crashes.mean())}
         return self.batch(t), outcome
 
-    def eval_data(self, name: str, model: nn.Module) -> Batch:
+    def eval_data(self, name: str, model: nn.Module, split: Split = "test") -> Batch:
         if name != self.specs[2].name:
-            return self.data[name]
-        visited, self.outcome = self.visit(model, self.n_eval, EVAL_SEED)
+            return super().eval_data(name, model, split)
+        episodes, seed = (self.n_val, VAL_EVAL_SEED) if split == "val" else (self.n_eval, EVAL_SEED)
+        visited, self.outcome = self.visit(model, episodes, seed)
         return visited
 
     def deployment_metrics(self, names: list[str]) -> dict[str, float]:
         name = self.specs[2].name
         return {k: v for key, v in self.outcome.items() for k in (f"{name}/{key}", key)} if name in names else {}
-
-    def eval_names(self, stage: str) -> list[str]:
-        """Validation scores the held-out demonstrations only: the closed loop is driven once, at test."""
-        return self.names("id") if stage == "val" else super().eval_names(stage)

@@ -18,18 +18,21 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.datasets import MNIST
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, corr_specs
 from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_positive, check_unit
 
 RAW_FILES = [f"MNIST/raw/{os.path.splitext(name)[0]}" for name, _ in MNIST.resources]  # what torchvision reads
+VAL_SHARE = 6  # validation digits: the last sixth of the seeded order of the training split (10000 of MNIST's)
 
 
 class ColoredMNIST(ShiftedEnv):
     """MNIST digits coloured red or green by a spurious attribute, loaded with torchvision's `MNIST`.
 
-    Training environments draw digits from MNIST's training split; held-out (`id`) and shifted (`ood`)
-    environments draw from its test split, so every evaluated digit is unseen.
+    Training environments draw digits from MNIST's training split; the test samples of held-out (`id`) and
+    shifted (`ood`) environments draw from its test split, so every tested digit is unseen. Their validation
+    samples draw from the last sixth (10000 digits) of the seeded order of the training split, which no training
+    environment uses: disjoint from every test and every training digit.
 
     Args:
         root: folder holding `MNIST/raw/` as torchvision lays it out.
@@ -41,9 +44,9 @@ class ColoredMNIST(ShiftedEnv):
         spurious_saliency: 0 draws the digit in both channels (colour invisible), 1 in one channel only.
         p_break: fraction of training samples whose colour is drawn independently of the label.
         image_size: side of the images; 14 subsamples every other pixel, as Arjovsky et al. 2019 do.
-        n_train: training digits, dealt in turn to the training environments (Arjovsky et al. 2019: 2 x 25000).
-            A larger `n_train` extends a smaller one.
-        n_val, n_test: digits in each held-out and each shifted environment (at most 10000, MNIST's test split).
+        n_train: training digits, dealt in turn to the training environments (Arjovsky et al. 2019: 2 x 25000;
+            at most 50000, the training split less the validation pool). A larger `n_train` extends a smaller one.
+        n_val, n_test: validation and test digits of each held-out and each shifted environment (at most 10000).
     """
 
     n_classes = 2
@@ -81,20 +84,31 @@ class ColoredMNIST(ShiftedEnv):
         if not download:
             require_files("MNIST", root, RAW_FILES, MNIST.mirrors[0])
         self.mnist = {train: MNIST(root, train=train, download=download) for train in (True, False)}
-        for field, n, train in [("n_train", n_train, True), ("n_val", n_val, False), ("n_test", n_test, False)]:
-            available = len(self.mnist[train])
+        self.val_pool = len(self.mnist[True]) // VAL_SHARE
+        for field, n, available in [("n_train", n_train, len(self.mnist[True]) - self.val_pool),
+                                    ("n_val", n_val, self.val_pool),
+                                    ("n_test", n_test, len(self.mnist[False]))]:
             if n > available:
-                raise ConfigError(f"{field}: {n} is not allowed; MNIST's {'training' if train else 'test'} split "
-                                  f"has {available} digits")
+                raise ConfigError(f"{field}: {n} is not allowed; at most {available} MNIST digits are set aside "
+                                  "for it")
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 7919 + 1)
-        mnist = self.mnist[spec.role == "train"]
-        if spec.role == "train":  # one seeded order of the training digits, dealt to the environments in turn
-            order = torch.randperm(len(mnist), generator=torch.Generator().manual_seed(self.seed))
+    @property
+    def ceiling(self) -> float:
+        """A model that reads the digit and ignores the colour is right unless the label is noise (0.75 in
+        Arjovsky et al. 2019)."""
+        return 1.0 - self.label_noise
+
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        g = self.generator(spec, split)
+        mnist = self.mnist[split != "test"]
+        order = torch.randperm(len(mnist), generator=torch.Generator().manual_seed(self.seed))
+        if split == "train":  # one seeded order of the training digits, dealt to the environments in turn
             rows = order[: self.n_train][index:: len(self.names("train"))]
+        elif split == "val":  # the tail of that order, which no training environment reaches
+            pool = order[len(mnist) - self.val_pool:]
+            rows = pool[torch.randperm(self.val_pool, generator=g)[: self.n_val]]
         else:
-            rows = torch.randperm(len(mnist), generator=g)[: self.n_val if spec.role == "id" else self.n_test]
+            rows = torch.randperm(len(mnist), generator=g)[: self.n_test]
         u = torch.rand(len(rows), 4, generator=g)
         digit = mnist.targets[rows]
         s = (digit < 5).long()

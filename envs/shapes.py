@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, corr_specs
 from testbed.errors import ConfigError, check_positive, check_unit
 
 # Shapes as predicates on coordinates (u, v) in units of the shape's radius.
@@ -30,7 +30,7 @@ PALETTE = torch.tensor([
     [0.9, 0.1, 0.9], [0.1, 0.9, 0.9], [1.0, 0.55, 0.0], [0.55, 0.3, 0.1],
 ])
 GRAY = torch.tensor([0.6, 0.6, 0.6])
-N_NOISE = 256  # size of the bank of fixed noise images: a latent index picks one, so renders are exact
+KEY = 2**24  # a sample's pixel noise is seeded by two latents below KEY (exact in float32): a 48-bit key
 CHUNK = 8192  # samples rendered at once, to bound memory
 
 
@@ -48,7 +48,7 @@ class SpuriousShapes(ShiftedEnv):
         p_break: fraction of training samples whose attribute is drawn independently of the label.
         n_classes: number of shape classes (2 to 8); the attribute has as many values.
         n_train: training samples, split evenly over the training environments.
-        n_val, n_test: samples in each held-out and each shifted environment.
+        n_val, n_test: validation and test samples of each held-out and each shifted environment (drawn apart).
     """
 
     interventions = ("a", "causal")
@@ -95,21 +95,24 @@ class SpuriousShapes(ShiftedEnv):
         self.n_classes, self.image_size = n_classes, image_size
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.input_shape = (3, image_size, image_size)
-        g = torch.Generator().manual_seed(seed)
-        self.noise_bank = torch.randn(N_NOISE, 3, image_size, image_size, generator=g) if causal_difficulty else None
 
-    def size(self, spec: EnvSpec, index: int) -> int:
-        if spec.role != "train":
-            return self.n_val if spec.role == "id" else self.n_test
+    @property
+    def ceiling(self) -> float:
+        """A model that reads the shape perfectly and ignores the colour is right unless the label is noise."""
+        return 1.0 - self.label_noise
+
+    def size(self, spec: EnvSpec, index: int, split: Split) -> int:
+        if split != "train":
+            return self.n_val if split == "val" else self.n_test
         k = len(self.names("train"))
         return self.n_train // k + (index < self.n_train % k)
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        """Draw latents row by row from one uniform matrix, so a larger `n_train` extends a smaller one
-        and the evaluation environments do not depend on the training size."""
-        n, k = self.size(spec, index), self.n_classes
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 7919 + 1)
-        u = torch.rand(n, 10, generator=g)
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        """Draw latents row by row from one uniform matrix, seeded by the sub-environment's name and split, so
+        a larger `n_train` extends a smaller one, the evaluation environments do not depend on the training
+        size, and validation and test samples are independent draws."""
+        n, k = self.size(spec, index, split), self.n_classes
+        u = torch.rand(n, 11, generator=self.generator(spec, split))
         s = (u[:, 0] * k).long().clamp(max=k - 1)
         other = lambda v, col: (v + 1 + (u[:, col] * (k - 1)).long().clamp(max=k - 2)) % k  # noqa: E731
         y = torch.where(u[:, 1] < self.label_noise, other(s, 2), s)
@@ -119,8 +122,8 @@ class SpuriousShapes(ShiftedEnv):
         shrink = 1.0 - 0.4 * self.causal_difficulty
         r = (0.16 + 0.14 * u[:, 8]) * shrink  # radius as a fraction of the image side
         cx, cy = r + (1 - 2 * r) * u[:, 6], r + (1 - 2 * r) * u[:, 7]
-        noise = (u[:, 9] * N_NOISE).long().clamp(max=N_NOISE - 1)
-        z = torch.stack([s.float(), cx, cy, r, noise.float()], dim=1)
+        key = (u[:, 9:11] * KEY).floor().clamp(max=KEY - 1)  # the seed of this sample's own pixel noise
+        z = torch.cat([torch.stack([s.float(), cx, cy, r], dim=1), key], dim=1)
         x = self.render(z, a)
         return Batch(x, y, a, torch.full_like(y, index), z)
 
@@ -142,7 +145,7 @@ class SpuriousShapes(ShiftedEnv):
 
     def _render(self, z: Tensor, a: Tensor, out: Tensor) -> None:
         device, side = z.device, self.image_size
-        s, cx, cy, r, noise = z[:, 0].long(), z[:, 1], z[:, 2], z[:, 3], z[:, 4].long()
+        s, cx, cy, r = z[:, 0].long(), z[:, 1], z[:, 2], z[:, 3]
         coords = (torch.arange(side, device=device) + 0.5) / side
         u = (coords[None, None, :] - cx[:, None, None]) / r[:, None, None]  # [n, 1, W]
         v = (coords[None, :, None] - cy[:, None, None]) / r[:, None, None]  # [n, H, 1]
@@ -162,4 +165,14 @@ class SpuriousShapes(ShiftedEnv):
             p = max(2, side // 6)
             out[:, :, :p, :p] = sal * colour[:, :, None, None]
         if self.causal_difficulty > 0:
-            out.add_(self.noise_bank.to(device)[noise], alpha=0.5 * self.causal_difficulty)
+            out.add_(self.noise(z[:, 4:6]).to(device), alpha=0.5 * self.causal_difficulty)
+
+    def noise(self, keys: Tensor) -> Tensor:
+        """Each sample's own Gaussian pixel noise, from a generator seeded by its key: fresh per sample, and the
+        same whenever the sample is rendered again (`intervene`)."""
+        out = torch.empty(len(keys), *self.input_shape)
+        g = torch.Generator()
+        for i, (hi, lo) in enumerate(keys.long().tolist()):
+            g.manual_seed(hi * KEY + lo)
+            torch.randn(self.input_shape, generator=g, out=out[i])
+        return out

@@ -10,6 +10,10 @@ Waterbirds images at 224 x 224 take 1.8 GB). Batches travel to the device as uin
 float and normalised there, in `on_after_batch_transfer`. Only the samples in use are decoded, so a
 resampled or cut training set costs only its own size.
 
+Validation samples: each held-out split (`id`, `ood`) is partitioned once, by a fixed seed that does not depend
+on the run's `seed`, into validation samples (`VAL_FRACTION` of it, DomainBed's holdout fraction) and test
+samples (the rest), so every run is tested on the same samples and selects on others.
+
 There is no renderer, so `interventions = ()` and counterfactual metrics are skipped; `query(a=v, n)`
 offers the weaker alternative of drawing training samples that have attribute v.
 """
@@ -28,7 +32,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from wilds.datasets.wilds_dataset import WILDSDataset, WILDSSubset
 
-from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv
+from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv, Split
 from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_choice, check_positive, check_unit
 
@@ -37,6 +41,7 @@ ROLES = get_args(Role)
 # torchvision's pretrained models expect these statistics; Sagawa et al. 2020 normalise with them too.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DOWNLOADS = "https://wilds.stanford.edu/downloads"
+VAL_FRACTION = 0.2  # of each held-out split, for validation (DomainBed's holdout_fraction; Gulrajani, Lopez-Paz 2020)
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,12 @@ class WildsEnv(ShiftedEnv):
         members = {s.split: (split_array == src.split_dict[s.split]).nonzero().squeeze(1) for s in self.specs}
         self.train_pool = torch.cat([members[s.split] for s in self.specs if s.role == "train"])
         kept = self.resample(self.train_pool)
-        self.rows = {s.name: kept[torch.isin(kept, members[s.split])] if s.role == "train" else members[s.split]
-                     for s in self.specs}
+        self.rows, self.val_rows = {}, {}
+        for s in self.specs:
+            if s.role == "train":
+                self.rows[s.name] = kept[torch.isin(kept, members[s.split])]
+            else:
+                self.val_rows[s.name], self.rows[s.name] = self.hold_out(members[s.split])
         self.specs = [replace(s, corr=self.corr(self.rows[s.name])) for s in self.specs]
         self.env_of = torch.full_like(self.y, -1)  # sub-environment of every sample in a split in use
         for e, spec in enumerate(self.specs):
@@ -189,10 +198,20 @@ class WildsEnv(ShiftedEnv):
             kept = kept[: self.n_train]
         return kept
 
+    def hold_out(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """A held-out split's validation and test rows: `VAL_FRACTION` of each (label, attribute) group, drawn
+        with a fixed seed, for validation; the rest for test."""
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
+        groups = self.y[rows] * self._n_attr + self.a[rows]
+        val = torch.cat([cell[: round(VAL_FRACTION * len(cell))] for v in groups.unique()
+                         for cell in [rows[groups == v]]])
+        return val.sort().values, rows[~torch.isin(rows, val)].sort().values
+
     def group_counts(self) -> dict[str, Tensor]:
-        """Samples per group in each sub-environment: `counts[name][y, a]`."""
+        """Samples per group in each sub-environment (validation and test samples together): `counts[name][y, a]`."""
         k, m = self.n_classes, self._n_attr
-        return {n: torch.bincount(self.y[r] * m + self.a[r], minlength=k * m).view(k, m) for n, r in self.rows.items()}
+        rows = {n: torch.cat([r, self.val_rows.get(n, r[:0])]) for n, r in self.rows.items()}
+        return {n: torch.bincount(self.y[r] * m + self.a[r], minlength=k * m).view(k, m) for n, r in rows.items()}
 
     def transform(self) -> transforms.Compose:
         return transforms.Compose([transforms.Resize(round(self.image_size / self.crop)),
@@ -205,8 +224,8 @@ class WildsEnv(ShiftedEnv):
         x = torch.cat([x for x, _, _ in loader]) if len(rows) else torch.empty(0, *self.input_shape, dtype=torch.uint8)
         return Batch(x, self.y[rows], self.a[rows], self.env_of[rows], rows[:, None])
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        return self.load(self.rows[spec.name])
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        return self.load((self.val_rows if split == "val" else self.rows)[spec.name])
 
     def setup(self, stage: str | None = None) -> None:
         if not self.data:

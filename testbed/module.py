@@ -5,6 +5,7 @@ flip rates) and logging. A subclass only defines `training_step` and, for regime
 """
 
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from testbed.backbones import Arch, backbone_flops, build_backbone, count_params
-from testbed.envs.base import Batch, ShiftedEnv, TensorLoader
+from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
+from testbed.hparams import Range, Space
 from testbed.metrics import env_metrics, summarize, tally
 
 PLAIN_ATTRS = frozenset({"_current_fx_name", "train_sums", "train_count", "samples_seen"})
@@ -33,6 +35,10 @@ class Baseline(L.LightningModule):
         input_shape, n_classes: linked from the environment by the CLI.
     """
 
+    # Tunable knobs and their default ranges, drawn by a sweep's `hparams: default` (DomainBed's ranges, Gulrajani
+    # and Lopez-Paz 2020, with the learning rate centred on Adam's usual 1e-3). Subclasses add their own.
+    tunable: ClassVar[Space] = {"lr": Range(1e-4, 1e-2, log=True), "weight_decay": Range(1e-6, 1e-2, log=True)}
+
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
                  input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
@@ -51,6 +57,7 @@ class Baseline(L.LightningModule):
         self.samples_seen = 0
         self.train_sums: Tensor | None = None  # [summed loss, correct] of this epoch, on the device
         self.train_count = 0
+        self.train_curve: list[tuple[float, float]] = []  # (train/loss, train/acc) of every epoch, for `convergence`
         self.tallies: dict[str, Tensor] = {}
         self.results: dict[str, float] = {}
 
@@ -114,6 +121,7 @@ class Baseline(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self.train_sums is not None:
             loss, acc = (self.train_sums / self.train_count).tolist()
+            self.train_curve.append((loss, acc))
             self.log_dict({"train/loss": loss, "train/acc": acc})
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
@@ -161,17 +169,36 @@ class Baseline(L.LightningModule):
             pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes, cf_gen))).argmax(1)
         return tally(pred, batch.y, env.group(batch), env.n_groups, pred_a, pred_c)
 
+    def tally_env(self, env: ShiftedEnv, name: str, split: Split = "test",
+                  cf_gen: torch.Generator | None = None) -> Tensor:
+        """The tally of one sub-environment's validation or test samples, outside Lightning's loops."""
+        batches = (env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in batch)), 0)  # as Lightning would
+                   for batch in TensorLoader(env.eval_data(name, self, split), env.eval_batch_size))
+        return sum(self.score(env, batch, cf_gen) for batch in batches)
+
     @torch.no_grad()
     def evaluate(self, env: ShiftedEnv, names: list[str], counterfactual: bool = True) -> dict[str, float]:
         """Metrics of `env`'s named sub-environments pooled, outside Lightning's loops: how regimes score
         environments other than the datamodule's (phases) or score it mid-epoch (streams)."""
         training, gen = self.training, torch.Generator().manual_seed(0) if counterfactual else None
         self.eval()
-        batches = (env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in batch)), 0)  # as Lightning would
-                   for name in names for batch in TensorLoader(env.eval_data(name, self), env.eval_batch_size))
-        total = sum(self.score(env, batch, gen) for batch in batches)
+        total = sum(self.tally_env(env, name, "test", gen) for name in names)
         self.train(training)
         return env_metrics(total, env.interventions if counterfactual else ())
+
+    @torch.no_grad()
+    def final_val(self) -> dict[str, float]:
+        """The final model's `val/...` metrics on the environment's validation samples (disjoint from its test
+        samples), scored once after training, on this process alone: what selection rules read, whether or not
+        validation ran during training. Empty if the environment gives no validation samples."""
+        env, training = self.env, self.training
+        names = env.eval_names("val")
+        self.eval()
+        tallies = {name: self.tally_env(env, name, "val") for name in names}
+        self.train(training)
+        roles = {s.name: s.role for s in env.specs}
+        metrics = summarize("val", tallies, roles, ())
+        return metrics | {f"val/{k}": v for k, v in env.deployment_metrics(names).items()}
 
     def _step(self, stage: str, batch: Batch, dataloader_idx: int) -> None:
         env = self.env

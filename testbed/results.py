@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
+from testbed.budget import convergence
 from testbed.files import write_atomic  # also imported from here by the sweep
 from testbed.module import Baseline
 
@@ -20,7 +21,8 @@ def versions() -> dict[str, str]:
 
 
 def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float | None) -> dict:
-    """Final metrics with the run's scale: parameters, training samples, steps and FLOPs."""
+    """Final metrics (test, and the final model's validation metrics) with the run's scale (parameters, training
+    samples, steps and FLOPs), its convergence record and the environment's invariant ceiling."""
     env = trainer.datamodule
     samples = model.samples_seen * trainer.world_size
     train = [s for s in env.specs if s.role == "train"]
@@ -28,7 +30,9 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "model": type(model).__name__,
         "data": type(env).__name__,
         "seed": seed,
-        "metrics": model.results,
+        "metrics": {**model.results, **model.final_val()},
+        "convergence": convergence(trainer, model.train_curve),
+        "ceiling": env.ceiling,
         "params": model.n_params,
         "n_train": sum(len(env.data[n].y) for n in env.names("train")),
         "train_corr": round(sum(s.corr for s in train) / len(train), 10),  # configuration: 0.9, not 0.8999999999999999

@@ -136,6 +136,7 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
             steps = slice(e * per_epoch, (e + 1) * per_epoch)
             metrics = {"train/acc": correct[steps, i].sum().item() / n,
                        "train/loss": (losses[steps, i] * sizes).sum().item() / n, "epoch": e}
+            model.train_curve.append((metrics["train/loss"], metrics["train/acc"]))
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=(e + 1) * per_epoch - 1)
         # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.

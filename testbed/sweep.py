@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from testbed.errors import ConfigError, check_positive
+from testbed.hparams import Space, draw_all, parse_space
 from testbed.results import write_atomic
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader where PyYAML has it: much faster
@@ -44,6 +45,11 @@ class Sweep:
             adding an axis never changes the draws of the others).
         pack: train runs that differ only in their seed as one batched model where that gives the same
             results (ERM on an MLP, no validation or checkpoints: `testbed.runner.pack_key`).
+        hparams: hyperparameters drawn at every scale point, apart from the axes: `config.key: [values]` or
+            `{low, high, log}`, or `default` for the ranges each baseline declares (`Baseline.tunable`).
+        draws: how many hyperparameter draws per scale point (each value seeded by `hparams_seed`, the draw and
+            its key); without it, the grid of the lists in `hparams`.
+        hparams_seed: the seed of the draws.
     """
 
     name: str
@@ -55,14 +61,19 @@ class Sweep:
     samples: int = 10
     search_seed: int = 0
     pack: bool = True
+    hparams: dict[str, Any] | str | None = None
+    draws: int | None = None
+    hparams_seed: int = 0
 
 
 @dataclass
 class Run:
     sweep: str
-    axes: dict[str, Any]  # axis name -> value (a label for `config` files)
+    axes: dict[str, Any]  # axis name -> value (a label for `config` files): the scale point
     seed: int
     argv: list[str]  # LightningCLI arguments, without the subcommand
+    hparams: dict[str, Any] = field(default_factory=dict)  # the drawn hyperparameters, by config key
+    draw: int = 0  # index of the hyperparameter draw
     id: str = ""
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved `fit` config, from `identify`
 
@@ -98,6 +109,16 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"sweep.axes.{name}: must be a non-empty list of values")
         if isinstance(values, dict) and name != "config" and not {"low", "high"} <= set(values):
             raise ConfigError(f"sweep.axes.{name}: a range needs low and high")
+    if sweep.draws is not None and (isinstance(sweep.draws, bool) or not isinstance(sweep.draws, int)
+                                    or sweep.draws < 1):
+        raise ConfigError(f"sweep.draws: {sweep.draws!r} is not allowed; it must be a positive integer")
+    if sweep.hparams is not None and sweep.hparams != "default":
+        for key in parse_space(sweep.hparams, "sweep.hparams"):
+            if key in sweep.axes:
+                raise ConfigError(f"sweep.hparams.{key}: also a scale axis; a key is either swept (axes) or tuned "
+                                  "(hparams)")
+    if sweep.hparams == "default" and sweep.draws is None:
+        raise ConfigError("sweep.draws: required with hparams: default (its ranges are drawn); e.g. draws: 3")
     for file in sweep.configs + list(config_files(sweep).values()):
         if not Path(file).is_file():
             raise ConfigError(f"sweep.configs: {file!r} does not exist (paths are relative to the working directory)")
@@ -137,19 +158,51 @@ def as_arg(key: str, value: Any) -> str:
     return f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
+def model_class(sweep: Sweep, combo: dict[str, Any]) -> type:
+    """The baseline class a scale point trains: its `model` axis value, else the last `model` in the args and
+    config files (the `config` axis file merges after `configs`)."""
+    from testbed.runner import load
+
+    name = combo.get("model") or sweep.args.get("model")
+    files = [*sweep.configs, *([config_files(sweep)[combo["config"]]] if "config" in combo else [])]
+    for file in reversed(files):
+        if name:
+            break
+        model = (yaml.load(Path(file).read_text(), Loader=Loader) or {}).get("model")
+        name = model.get("class_path") if isinstance(model, dict) else model
+    if not name:
+        raise ConfigError("sweep.hparams: default needs the baseline (a model axis, args or config files' model)")
+    import testbed.baselines
+
+    return getattr(testbed.baselines, name) if "." not in name else load(name)
+
+
+def hparam_draws(sweep: Sweep, combo: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hyperparameter draws of one scale point ([{}] without an `hparams` block)."""
+    if sweep.hparams is None:
+        return [{}]
+    if sweep.hparams == "default":
+        space: Space = {f"model.{k}": v for k, v in model_class(sweep, combo).tunable.items()}
+    else:
+        space = parse_space(sweep.hparams, "sweep.hparams")
+    return draw_all(space, sweep.draws, sweep.hparams_seed)
+
+
 def expand(sweep: Sweep) -> list[Run]:
-    """Every run of the sweep, in order. Class axes (`model`, `data`) come before their knobs."""
+    """Every run of the sweep, in order: scale points x hyperparameter draws x seeds. Class axes (`model`,
+    `data`) come before their knobs."""
     files = config_files(sweep)
     runs = []
     for combo in combinations(sweep):
-        for seed in sweep.seeds:
-            argv = [arg for f in sweep.configs for arg in ("-c", str(Path(f).resolve()))]
-            if "config" in combo:
-                argv += ["-c", str(Path(files[combo["config"]]).resolve())]
-            knobs = {**sweep.args, **{k: v for k, v in combo.items() if k != "config"}}
-            argv += [as_arg(k, v) for k, v in sorted(knobs.items(), key=lambda kv: kv[0].count("."))]
-            argv += [f"--seed_everything={seed}", f"--data.seed={seed}"]
-            runs.append(Run(sweep.name, combo, seed, argv))
+        for draw_index, hparams in enumerate(hparam_draws(sweep, combo)):
+            for seed in sweep.seeds:
+                argv = [arg for f in sweep.configs for arg in ("-c", str(Path(f).resolve()))]
+                if "config" in combo:
+                    argv += ["-c", str(Path(files[combo["config"]]).resolve())]
+                knobs = {**sweep.args, **{k: v for k, v in combo.items() if k != "config"}, **hparams}
+                argv += [as_arg(k, v) for k, v in sorted(knobs.items(), key=lambda kv: kv[0].count("."))]
+                argv += [f"--seed_everything={seed}", f"--data.seed={seed}"]
+                runs.append(Run(sweep.name, combo, seed, argv, hparams, draw_index))
     return runs
 
 

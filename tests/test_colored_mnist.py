@@ -8,12 +8,12 @@ from fake_data import write_mnist
 from testbed.envs import ColoredMNIST
 from testbed.errors import ConfigError
 
-SIZES = {"n_train": 2000, "n_val": 500, "n_test": 1000}
+SIZES = {"n_train": 2000, "n_val": 400, "n_test": 1000}
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> str:
-    return str(write_mnist(tmp_path_factory.mktemp("data"), n_train=2000, n_test=1000))
+    return str(write_mnist(tmp_path_factory.mktemp("data"), n_train=2400, n_test=1000))
 
 
 def make(root: str, **kw) -> ColoredMNIST:
@@ -27,7 +27,7 @@ def test_loads_digits_with_the_arjovsky_settings(root):
     assert env.input_shape == (2, 14, 14)
     assert [s.name for s in env.specs] == ["train:corr=0.90", "train:corr=0.80", "id:corr=0.90", "id:corr=0.80",
                                            "ood:corr=0.10", "ood:corr=0.50"]
-    assert [len(env.data[n].y) for n in env.names("train", "id", "ood")] == [1000, 1000, 500, 500, 1000, 1000]
+    assert [len(env.data[n].y) for n in env.names("train", "id", "ood")] == [1000, 1000, 1000, 1000, 1000, 1000]
     # Every image is an MNIST digit with every other pixel kept, in one of two channels.
     raw = torch.cat([m.data for m in env.mnist.values()])[:, ::2, ::2]
     originals = {bytes(d.numpy()) for d in raw}
@@ -76,13 +76,22 @@ def test_more_training_digits_extend_fewer_and_keep_the_test_set(root):
     assert torch.equal(small.data["ood:corr=0.10"].x, large.data["ood:corr=0.10"].x)
 
 
+def test_validation_digits_are_neither_tested_nor_trained_on(root):
+    env = make(root)
+    digits = lambda batch: {tuple(row) for row in batch.x.amax(1).flatten(1).tolist()}  # noqa: E731
+    seen = set().union(*(digits(env.data[n]) for n in env.names("train", "id", "ood")))
+    for name in env.names("id", "ood"):
+        assert len(env.val_data[name].y) == 400 and not digits(env.val_data[name]) & seen
+
+
 def test_image_size_is_a_knob(root):
     assert make(root, image_size=28).data["ood:corr=0.10"].x.shape[1:] == (2, 28, 28)
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"n_train": 2001}, "n_train: 2001 is not allowed; MNIST's training split has 2000 digits"),
-    ({"n_test": 1001}, "n_test: 1001 is not allowed; MNIST's test split has 1000 digits"),
+    ({"n_train": 2001}, "n_train: 2001 is not allowed; at most 2000 MNIST digits are set aside for it"),
+    ({"n_val": 401}, "n_val: 401 is not allowed; at most 400 MNIST digits are set aside for it"),
+    ({"n_test": 1001}, "n_test: 1001 is not allowed; at most 1000 MNIST digits are set aside for it"),
     ({"label_noise": 1.5}, "label_noise"),
 ])
 def test_bad_knobs_name_the_field(root, kw, message):

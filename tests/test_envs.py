@@ -25,6 +25,23 @@ def test_more_training_data_extends_less_and_keeps_the_test_set():
     assert torch.equal(small.data["ood:corr=0.10"].x, large.data["ood:corr=0.10"].x)
 
 
+def test_validation_samples_are_drawn_apart_from_test_samples():
+    env = make(n_classes=4, causal_difficulty=0.5)
+    assert list(env.val_data) == env.names("id", "ood")
+    for name in env.names("id", "ood"):
+        val, test = env.val_data[name], env.data[name]
+        assert (len(val.y), len(test.y)) == (500, 4000)
+        assert not {tuple(z) for z in val.z.tolist()} & {tuple(z) for z in test.z.tolist()}  # no shared latents
+
+
+def test_pixel_noise_is_fresh_per_sample_and_seeded():
+    env = make(causal_difficulty=0.5)
+    keys = torch.cat([env.data["train:corr=0.90"].z, env.data["ood:corr=0.10"].z])[:, 4:6]
+    noise = env.noise(keys).flatten(1)
+    assert len(noise.unique(dim=0)) == len(keys)  # no bank: every sample has its own noise
+    assert torch.equal(noise, make(causal_difficulty=0.5).noise(keys).flatten(1))
+
+
 @pytest.mark.parametrize("name,corr", [("train:corr=0.90", 0.9), ("train:corr=0.80", 0.8), ("ood:corr=0.10", 0.1)])
 def test_attribute_agrees_with_label_at_the_configured_rate(name, corr):
     b = make().data[name]

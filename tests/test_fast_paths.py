@@ -96,6 +96,10 @@ def test_a_sweep_packs_seeds_of_erm_mlps_and_writes_what_sequential_runs_write(t
         for key in ("model", "seed", "params", "n_train", "steps", "epochs", "train_samples", "train_flops"):
             assert a[key] == b[key], key
         assert a["metrics"].keys() == b["metrics"].keys()
+        # Both score the final model's validation samples and record convergence and the ceiling.
+        assert {"val/acc_id", "val/acc_avg", "val/acc_wg", "val/ood:corr=0.10/acc"} <= a["metrics"].keys()
+        assert a["convergence"]["converged"] == b["convergence"]["converged"] and a["ceiling"] == b["ceiling"] == 0.75
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-3
         assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
         rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
         assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]

@@ -4,11 +4,13 @@ The class below is the README's example, verbatim; the README is checked to cont
 """
 
 import inspect
+from dataclasses import replace
 
+import pytest
 import torch
 from conftest import QUIET, ROOT, results, run_cli
 
-from testbed.envs import Batch, EnvSpec, ShiftedEnv
+from testbed.envs import Batch, EnvSpec, ShiftedEnv, Split
 
 
 class NoisyFeatures(ShiftedEnv):
@@ -21,8 +23,8 @@ class NoisyFeatures(ShiftedEnv):
         self.specs = [EnvSpec("train", train_corr), EnvSpec("id", train_corr), EnvSpec("ood", 0.1)]
         self.n = n
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        g = torch.Generator().manual_seed(self.seed * 1000 + index)
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        g = self.generator(spec, split)  # seeded by the seed, the sub-environment and the split
         y = torch.randint(2, (self.n,), generator=g)
         a = torch.where(torch.rand(self.n, generator=g) < spec.corr, y, 1 - y)
         x = torch.stack([y + torch.randn(self.n, generator=g), a + 0.1 * torch.randn(self.n, generator=g)], 1)
@@ -41,3 +43,39 @@ def test_a_plugin_environment_trains_through_the_cli(workdir):
     assert run["data"] == "NoisyFeatures" and run["n_train"] == 2000
     assert m["test/id:corr=0.90/acc"] > 0.85 > 0.5 > m["test/ood:corr=0.10/acc"]
     assert "test/spurious_reliance" not in m
+
+
+class MarkedValidation(NoisyFeatures):
+    """NoisyFeatures whose validation samples of the shifted environment keep the training correlation: scored on
+    its test samples (corr 0.1), a model that follows the attribute is wrong; on its validation samples, right.
+    Every sample's id (its split and row) is in `z`."""
+
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        batch = super().make(replace(spec, corr=0.95) if split == "val" else spec, index, split)
+        rows = torch.arange(self.n, dtype=torch.float) + 10 * self.n * ["train", "val", "test"].index(split)
+        return batch._replace(z=rows[:, None])
+
+
+def test_a_plugin_is_validated_on_its_own_validation_samples(workdir):
+    env = MarkedValidation()
+    env.setup()
+    for name in env.names("id", "ood"):
+        assert not set(env.val_data[name].z[:, 0].tolist()) & set(env.data[name].z[:, 0].tolist())
+    run_cli("fit", "--data=test_plugin.MarkedValidation", "--model=ERM", *QUIET, "--trainer.max_epochs=2",
+            "--trainer.limit_val_batches=0")
+    m = results(workdir / "runs/lightning_logs/version_0")["metrics"]
+    assert m["test/ood:corr=0.10/acc"] < 0.3 and m["val/ood:corr=0.10/acc"] > 0.85 and m["val/acc_id"] > 0.85
+
+
+class WithoutSplits(NoisyFeatures):
+    """A plug-in written before `make` took a split: it has no validation samples."""
+
+    def make(self, spec: EnvSpec, index: int) -> Batch:
+        return super().make(spec, index, "test")
+
+
+def test_a_plugin_without_validation_samples_is_warned_and_never_validated_on_test_data(workdir):
+    env = WithoutSplits()
+    with pytest.warns(UserWarning, match="gives no validation samples apart from its test samples"):
+        env.setup()
+    assert env.val_data == {} and env.eval_names("val") == []

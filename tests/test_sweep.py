@@ -13,7 +13,7 @@ from conftest import CONFIGS, ROOT, run_cli
 
 from testbed.baselines import ERM
 from testbed.errors import ConfigError
-from testbed.sweep import expand, identify, load_sweep
+from testbed.sweep import expand, identify, load_sweep, packs
 
 TINY = {"model": "ERM", "data.n_train": 200, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 1,
         "trainer.enable_checkpointing": False, "model.width": 8}
@@ -57,6 +57,13 @@ def test_random_search_is_seeded_per_axis(tmp_path):
     ({"search": "bayes"}, "sweep.search"),
     ({"pack": "yes"}, "sweep.pack"),
     ({"args": {**TINY, "optimizer": "SGD"}}, "optimizer: not supported in sweeps"),
+    ({"hparams": "defaults"}, "sweep.hparams: must be 'default' or a mapping"),
+    ({"hparams": {"model.lr": {"low": 1e-4}}, "draws": 2}, "sweep.hparams.model.lr: a range needs low and high"),
+    ({"hparams": {"model.lr": {"low": 0, "high": 1, "log": True}}, "draws": 2}, "needs low > 0"),
+    ({"hparams": {"model.lr": {"low": 1e-4, "high": 1e-2}}}, "sweep.draws: required"),
+    ({"hparams": {"model.lr": [1e-3]}, "draws": 0}, "sweep.draws: 0 is not allowed"),
+    ({"hparams": {"data.n_train": [200]}}, "sweep.hparams.data.n_train: also a scale axis"),
+    ({"hparams": {"model.bogus": [1]}}, "model.bogus"),
 ])
 def test_bad_sweep_file_one_line_exit_2_nothing_started(tmp_path, monkeypatch, capsys, fields, message):
     monkeypatch.chdir(tmp_path)
@@ -66,6 +73,43 @@ def test_bad_sweep_file_one_line_exit_2_nothing_started(tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_hparams_grid_is_crossed_with_every_scale_point_and_recorded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8, 16]}, hparams={"model.lr": [1e-3, 1e-2]},
+                        args={**TINY, "trainer.limit_val_batches": 0}, seeds=[0, 1])
+    runs = expand(load_sweep(sweep))
+    identify(runs)
+    assert len(runs) == 8 and len({r.id for r in runs}) == 8
+    assert {(r.axes["model.width"], r.draw, r.hparams["model.lr"], r.seed) for r in runs} == {
+        (w, d, lr, s) for w in (8, 16) for d, lr in enumerate((1e-3, 1e-2)) for s in (0, 1)}
+    assert all(r.config["model"]["init_args"]["lr"] == r.hparams["model.lr"] for r in runs)
+    # The seeds of one draw pack together; draws do not.
+    assert sorted(sorted((r.axes["model.width"], r.draw, r.seed) for r in job) for job in packs(runs)) == [
+        [(w, d, 0), (w, d, 1)] for w in (8, 16) for d in (0, 1)]
+    run_cli("sweep", "-c", str(sweep), "--out", "out")
+    recorded = [json.loads((d / "run.json").read_text()) for d in finished(tmp_path / "out/s")]
+    assert sorted((r["draw"], r["hparams"]["model.lr"]) for r in recorded) == [(0, 1e-3)] * 4 + [(1, 1e-2)] * 4
+
+
+def test_hparams_ranges_are_drawn_per_name_and_default_ranges_come_from_each_baseline(tmp_path):
+    lr = {"model.lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+    base = expand(load_sweep(write_sweep(tmp_path / "a.yaml", hparams=lr, draws=3, seeds=[0])))
+    more = expand(load_sweep(write_sweep(tmp_path / "b.yaml", hparams={**lr, "model.weight_decay": [0, 1e-4]},
+                                         draws=3, seeds=[0])))
+    assert len(base) == 4 * 3 and [r.draw for r in base[:3]] == [0, 1, 2]
+    draws = [r.hparams["model.lr"] for r in base]
+    assert all(1e-4 <= v <= 1e-2 for v in draws) and len(set(draws)) == 3  # the same 3 draws at every point
+    assert draws == [r.hparams["model.lr"] for r in more]  # adding a knob leaves the others' draws unchanged
+    runs = expand(load_sweep(write_sweep(tmp_path / "c.yaml", hparams="default", draws=2, seeds=[0],
+                                         axes={"model": ["ERM", "IRM", "GroupDRO"]})))
+    keys = {r.axes["model"]: set(r.hparams) for r in runs}
+    assert keys == {"ERM": {"model.lr", "model.weight_decay"},
+                    "IRM": {"model.lr", "model.weight_decay", "model.penalty_weight", "model.anneal_steps"},
+                    "GroupDRO": {"model.lr", "model.weight_decay", "model.eta"}}
+    irm = [r.hparams for r in runs if r.axes["model"] == "IRM"]
+    assert all(0.1 <= h["model.penalty_weight"] <= 1e5 and isinstance(h["model.anneal_steps"], int) for h in irm)
 
 
 def test_malformed_yaml_is_one_line(tmp_path, capsys):

@@ -40,6 +40,15 @@ def test_splits_become_sub_environments_with_their_group_counts(root, cls):
     assert env.interventions == () and (env.n_classes, env.n_attr) == (2, 2)
 
 
+def test_held_out_splits_give_validation_samples_apart_from_their_test_samples(root):
+    env = Waterbirds(root=root, image_size=8)
+    env.setup()
+    for name in env.names("id", "ood"):
+        val, test = set(env.val_data[name].z[:, 0].tolist()), set(env.data[name].z[:, 0].tolist())
+        assert val and test and not val & test  # z holds the dataset row of each sample
+        assert sorted(val | test) == sorted(env.val_rows[name].tolist() + env.rows[name].tolist())
+
+
 def test_images_are_decoded_once_as_uint8_and_normalised_on_the_device(root):
     env = Waterbirds(root=root, image_size=8)
     env.setup()

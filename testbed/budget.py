@@ -1,0 +1,70 @@
+"""Training budgets beyond the Trainer's epochs and steps, and the convergence record every run writes.
+
+A run's length is set by `trainer.max_epochs`, `trainer.max_steps`, a number of training samples
+(`SampleBudget`) or "until the training loss plateaus" (`Plateau`, capped by the epochs or steps). Whatever
+the budget, `results.json` records under `convergence` whether the run converged by a stated criterion: the
+plateau criterion below, applied to the per-epoch training loss (Plateau's own settings if the run used it).
+"""
+
+import math
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from testbed.errors import ConfigError, check_positive
+
+MIN_DELTA, PATIENCE = 0.01, 3  # the default criterion: train/loss improved by < 0.01 for 3 epochs in a row
+
+
+def plateaued(losses: list[float], min_delta: float, patience: int) -> bool:
+    """Lightning's EarlyStopping rule replayed on per-epoch losses: the last `patience` epochs each failed to
+    improve on the best loss so far by more than `min_delta`."""
+    best, wait = math.inf, 0
+    for loss in losses:
+        best, wait = (loss, 0) if loss < best - min_delta else (best, wait + 1)
+    return wait >= patience
+
+
+class Plateau(EarlyStopping):
+    """Train until the training loss plateaus: stop once `train/loss` (the epoch's mean) has not improved by
+    more than `min_delta` for `patience` epochs; `trainer.max_epochs` or `max_steps` is the cap.
+
+    Args:
+        min_delta: the smallest improvement of the epoch's mean training loss that counts.
+        patience: epochs in a row without such an improvement before stopping.
+    """
+
+    def __init__(self, min_delta: float = MIN_DELTA, patience: int = PATIENCE) -> None:
+        if min_delta < 0:
+            raise ConfigError(f"Plateau.min_delta: {min_delta} is not allowed; it must be >= 0")
+        check_positive("Plateau.patience", patience)
+        super().__init__(monitor="train/loss", min_delta=min_delta, patience=patience, mode="min",
+                         check_on_train_epoch_end=True)
+
+
+class SampleBudget(Callback):
+    """Train on `samples` training samples in all (over every rank), whatever the epochs: the budget becomes
+    `ceil(samples / (batch_size * world_size))` optimiser steps, and the trainer's epochs stop limiting it."""
+
+    def __init__(self, samples: int) -> None:
+        check_positive("SampleBudget.samples", samples)
+        self.samples = samples
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        per_step = trainer.datamodule.batch_size * trainer.world_size
+        trainer.fit_loop.epoch_loop.max_steps = math.ceil(self.samples / per_step)
+        trainer.fit_loop.max_epochs = -1
+
+
+def convergence(trainer: L.Trainer, curve: list[tuple[float, float]]) -> dict[str, object]:
+    """The run's convergence record: the criterion in words, whether the per-epoch training losses meet it, and
+    the last epoch's mean training loss and accuracy."""
+    plateau = next((c for c in trainer.callbacks if isinstance(c, Plateau)), None)
+    min_delta, patience = (plateau.min_delta, plateau.patience) if plateau else (MIN_DELTA, PATIENCE)
+    # EarlyStopping stores min_delta negated for mode "min".
+    min_delta = abs(min_delta)
+    criterion = (f"train/loss improved by less than {min_delta:g} in each of the last {patience} epochs"
+                 + (" (Plateau: training stopped there)" if plateau else " (checked after training)"))
+    losses = [loss for loss, _ in curve]
+    return {"criterion": criterion, "converged": plateaued(losses, min_delta, patience),
+            "train_loss": curve[-1][0] if curve else None, "train_acc": curve[-1][1] if curve else None}

@@ -1,0 +1,25 @@
+"""Training budgets (until a plateau, in samples) and the convergence record of every run."""
+
+from conftest import CONFIGS, QUIET, results, run_cli
+
+FIT = ["fit", "-c", str(CONFIGS / "envs/confounded.yaml"), "-c", str(CONFIGS / "baselines/erm.yaml"), *QUIET,
+       "--data.image_size=8", "--data.n_train=512", "--data.n_val=100", "--data.n_test=100", "--data.batch_size=64",
+       "--model.width=16", "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false"]
+
+
+def test_plateau_stops_when_the_training_loss_stops_improving_and_records_it(workdir):
+    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.callbacks+=testbed.budget.Plateau",
+            "--trainer.callbacks.min_delta=0.02", "--trainer.callbacks.patience=2")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    record = run["convergence"]
+    assert record["converged"] and run["epochs"] < 60
+    assert record["criterion"].startswith("train/loss improved by less than 0.02 in each of the last 2 epochs")
+    assert 0.6 < record["train_acc"] <= 1 and record["train_loss"] > 0
+    assert run["ceiling"] == 0.75 and "val/acc_id" in run["metrics"]
+
+
+def test_a_sample_budget_sets_the_steps_and_a_short_run_is_not_converged(workdir):
+    run_cli(*FIT, "--trainer.callbacks+=testbed.budget.SampleBudget", "--trainer.callbacks.samples=640")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    assert run["steps"] == 10 and run["train_samples"] == 640
+    assert run["convergence"]["converged"] is False  # 2 epochs cannot show 3 without improvement
