@@ -6,8 +6,9 @@ from testbed.envs.celeba import CelebA
 from testbed.envs.colored_mnist import ColoredMNIST
 from testbed.envs.road import BrakingEnv
 from testbed.envs.shapes import SpuriousShapes
+from testbed.envs.text import SpuriousText
 from testbed.envs.waterbirds import Waterbirds
 from testbed.envs.wilds_env import WildsEnv
 
 __all__ = ["Batch", "Braking", "BrakingEnv", "CelebA", "ColoredMNIST", "EnvSpec", "ShiftedEnv", "SpuriousShapes",
-           "TensorLoader", "Waterbirds", "WildsEnv"]
+           "SpuriousText", "TensorLoader", "Waterbirds", "WildsEnv"]

@@ -31,7 +31,7 @@ TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
 # The environment's attributes that become the model's init arguments of the same name.
-MODEL_LINKS = ("n_classes", "input_shape")
+MODEL_LINKS = ("n_classes", "input_shape", "vocab_size")
 
 
 class TestbedCLI(LightningCLI):
