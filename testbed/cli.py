@@ -16,6 +16,7 @@ import testbed.baselines  # noqa: F401  (importing registers the baselines for -
 import testbed.envs  # noqa: F401  (and the environments for --data)
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
+from testbed.hf import check_tokenizer
 from testbed.module import Baseline
 from testbed.results import finish_fit, write_results
 from testbed.tools import TOOLS
@@ -51,6 +52,7 @@ class TestbedCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # Check the model against the environment before the trainer prints anything: an error stays one line.
+        check_tokenizer(self.model.hparams.arch, getattr(self.datamodule, "tokenizer", None))
         self.model.check_env(self.datamodule)
         return super().instantiate_trainer(**kwargs)
 

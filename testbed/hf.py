@@ -29,6 +29,14 @@ def pad_id(tok) -> int:
     raise ConfigError(f"tokenizer: {tok.name_or_path} has neither a pad nor an end-of-text token to pad with")
 
 
+def check_tokenizer(arch: str, env_tokenizer: str | None) -> None:
+    """An `hf:` model reads the ids of its own tokenizer: the environment must tokenize with it."""
+    name = arch.removeprefix("hf:")
+    if arch.startswith("hf:") and env_tokenizer != name:
+        raise ConfigError(f"data.tokenizer: arch {arch} reads the ids of its own tokenizer; give the environment "
+                          f"tokenizer {name} (an environment of text, such as CivilComments)")
+
+
 class HFEncoder(nn.Module):
     """A `transformers` base model over token ids `[n, seq_len]`, mean-pooled over the non-padding tokens."""
 
@@ -60,7 +68,7 @@ def hf_model(name: str, n_classes: int, weights: str | None, vocab_size: int | N
     model = AutoModel.from_pretrained(name) if weights else AutoModel.from_config(config)
     embeddings = model.get_input_embeddings()
     if vocab_size > embeddings.num_embeddings:
-        raise ConfigError(f"data.tokenizer: the environment's {vocab_size} token ids do not fit hf:{name}'s "
-                          f"{embeddings.num_embeddings}; set the environment's tokenizer to {name}")
+        raise ConfigError(f"arch: hf:{name} reads the ids of its own tokenizer, and the environment's {vocab_size} "
+                          f"token ids do not fit its {embeddings.num_embeddings}; set data.tokenizer to {name}")
     return nn.Sequential(HFEncoder(model, pad_id(tokenizer(name, "arch"))),
                          nn.Linear(embeddings.embedding_dim, n_classes))
