@@ -107,6 +107,7 @@ class ShiftedEnv(L.LightningDataModule):
 
     n_classes: int
     input_shape: tuple[int, ...]
+    vocab_size: int | None = None  # token environments: inputs are ids in [0, vocab_size), 0 pads; None: images
     specs: list[EnvSpec]
     # Which factors `intervene` can set: "a" (the spurious attribute) and/or "causal" (the causal class).
     interventions: tuple[str, ...] = ()

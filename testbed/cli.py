@@ -21,6 +21,7 @@ import testbed.baselines  # noqa: F401  (importing registers the baselines for -
 import testbed.envs  # noqa: F401  (and the environments for --data)
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
+from testbed.hf import check_tokenizer
 from testbed.module import Baseline
 from testbed.progress import EpochProgress
 from testbed.results import finish_fit, write_results
@@ -42,7 +43,7 @@ TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
 # The environment's attributes that become the model's init arguments of the same name.
-MODEL_LINKS = ("n_classes", "input_shape")
+MODEL_LINKS = ("n_classes", "input_shape", "vocab_size")
 # Lightning's messages that say nothing to a user of this tool: advertising, and the absence of accelerators.
 NOISE = ("💡 Tip", "GPU available: False", "TPU available: False", "HPU available: False", "`Trainer.fit` stopped")
 
@@ -85,6 +86,7 @@ class TestbedCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # Check the model against the environment before the trainer prints anything: an error stays one line.
+        check_tokenizer(self.model.hparams.arch, getattr(self.datamodule, "tokenizer", None))
         self.model.check_env(self.datamodule)
         return super().instantiate_trainer(**kwargs)
 

@@ -17,6 +17,7 @@ from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Range, Space
 from testbed.metrics import env_metrics, summarize, tally
+from testbed.transformer import Pooling
 
 PLAIN_ATTRS = frozenset({"_current_fx_name", "train_sums", "train_count", "samples_seen"})
 
@@ -25,14 +26,19 @@ class Baseline(L.LightningModule):
     """Shared base of every baseline.
 
     Args:
-        arch: backbone family.
-        width: hidden units (mlp) or base channels (cnn, resnet): the model-size knob.
-        depth: hidden layers (mlp), conv blocks (cnn) or blocks per stage (resnet).
+        arch: backbone family (mlp, cnn, resnet, transformer, vit), or a model at its own size: resnet18,
+            resnet50, torchvision:<name> (any torchvision classifier), hf:<name> (a Hugging Face text model).
+        width: hidden units (mlp), base channels (cnn, resnet) or model dimension (transformer, vit): the
+            model-size knob.
+        depth: hidden layers (mlp), conv blocks (cnn), blocks per stage (resnet) or layers (transformer, vit).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         init_ckpt: a checkpoint of the same backbone to start from (e.g. an ERM run's) instead of a random init.
-        weights: pretrained torchvision weights for arch resnet18 / resnet50 (e.g. IMAGENET1K_V1, DEFAULT).
-        input_shape, n_classes: linked from the environment by the CLI.
+        weights: pretrained weights of a torchvision: model (e.g. IMAGENET1K_V1, DEFAULT) or DEFAULT for an hf: model.
+        heads: attention heads (transformer, vit); they must divide `width`.
+        pooling: how a transformer or vit summarises its tokens: their mean or a class token (cls).
+        patch: side of the square patches vit embeds as tokens.
+        input_shape, n_classes, vocab_size: linked from the environment by the CLI (vocab_size is None for images).
     """
 
     # Tunable knobs and their default ranges, drawn by a sweep's `hparams: default` (DomainBed's ranges, Gulrajani
@@ -41,7 +47,8 @@ class Baseline(L.LightningModule):
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
-                 input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2) -> None:
+                 heads: int = 4, pooling: Pooling = "mean", patch: int = 4,
+                 input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2, vocab_size: int | None = None) -> None:
         super().__init__()
         if type(self) is Baseline:
             raise ConfigError("model: Baseline is the shared base class; give a baseline such as --model=ERM")
@@ -49,9 +56,10 @@ class Baseline(L.LightningModule):
         if weight_decay < 0:
             raise ConfigError(f"weight_decay: {weight_decay} is not allowed; it must be >= 0")
         self.save_hyperparameters()
-        self.net = build_backbone(arch, input_shape, n_classes, width, depth, weights)
+        knobs = {"vocab_size": vocab_size, "heads": heads, "pooling": pooling, "patch": patch}
+        self.net = build_backbone(arch, input_shape, n_classes, width, depth, weights, **knobs)
         self.n_params = count_params(self.net)
-        self.flops_per_sample = backbone_flops(self.net, arch, input_shape, n_classes, width, depth)
+        self.flops_per_sample = backbone_flops(self.net, arch, input_shape, n_classes, width, depth, **knobs)
         if init_ckpt is not None:
             self.load_weights(init_ckpt)
         self.samples_seen = 0

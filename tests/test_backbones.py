@@ -28,7 +28,7 @@ def test_torchvision_models_get_a_new_head_and_pretrained_weights_are_checked_be
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
     with pytest.raises(ConfigError, match="weights: 'IMAGENET99' is not allowed; choose one of DEFAULT, IMAGENET1K_V1"):
         build_backbone("resnet50", (3, 32, 32), 2, 1, 1, weights="IMAGENET99")
-    with pytest.raises(ConfigError, match="weights: only resnet18, resnet50 take pretrained weights"):
+    with pytest.raises(ConfigError, match="weights: only torchvision: and hf: models take pretrained weights"):
         build_backbone("mlp", (3, 8, 8), 2, 8, 1, weights="DEFAULT")
     with pytest.raises(ConfigError, match="takes 3-channel images"):
         build_backbone("resnet18", (2, 14, 14), 2, 1, 1)
