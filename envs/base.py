@@ -129,6 +129,12 @@ class ShiftedEnv(L.LightningDataModule):
         """The group of each sample, `g = y * n_attr + a`: one per (label, attribute) pair."""
         return batch.y * self.n_attr + batch.a
 
+    def role_weights(self) -> dict[str, Tensor]:
+        """Per role, the group frequencies that the accuracy of its sub-environments stands for, where their
+        samples are drawn otherwise (e.g. a group-balanced held-out split standing for the training
+        distribution); roles not given are scored as sampled."""
+        return {}
+
     def check_specs(self) -> None:
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names):
@@ -185,6 +191,13 @@ class ShiftedEnv(L.LightningDataModule):
         if self._pooled is None:
             self._pooled = concat([self.data[n] for n in self.names("train")])
         return self._pooled
+
+    @property
+    def val_data(self) -> dict[str, Batch]:
+        """Validation samples of each `id` and `ood` sub-environment, for fitting on held-out data (the probe,
+        DFR). Placeholder until the held-out split disjoint from the test samples (issue 11) replaces it at
+        merge: here they are the test samples themselves."""
+        return {n: self.data[n] for n in self.names("id", "ood") if n in self.data}
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
