@@ -20,7 +20,7 @@ from common import bench_args, interleaved, timed
 from testbed.backbones import build_backbone
 from testbed.cli import resolver
 from testbed.envs.base import ShiftedEnv, TensorLoader
-from testbed.metrics import summarize, tally
+from testbed.metrics import summarize, tally, tally_size
 from testbed.sweep import Run, execute, expand, identify, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +45,12 @@ def evaluate(net: torch.nn.Module, env: ShiftedEnv) -> dict[str, float]:
     tallies = {}
     with torch.inference_mode():
         for name in env.eval_names("test"):
-            t = torch.zeros(2 * n_groups + 2, dtype=torch.double)
+            t = torch.zeros(tally_size(n_groups), dtype=torch.double)
             for b in TensorLoader(env.data[name], env.eval_batch_size):
-                pred = net(b.x).argmax(1)
+                probs = net(b.x).softmax(1)
                 pred_a = net(env.intervene(b, a=other(b.a, env.n_attr))).argmax(1)
                 pred_c = net(env.intervene(b, causal=other(env.causal(b), env.n_classes))).argmax(1)
-                t += tally(pred, b.y, b.y * env.n_attr + b.a, n_groups, pred_a, pred_c)
+                t += tally(probs, b.y, b.y * env.n_attr + b.a, n_groups, pred_a, pred_c)
             tallies[name] = t
     return summarize("test", tallies, {s.name: s.role for s in env.specs}, env.interventions)
 

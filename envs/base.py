@@ -137,6 +137,12 @@ class ShiftedEnv(L.LightningDataModule):
         """The group of each sample, `g = y * n_attr + a`: one per (label, attribute) pair."""
         return batch.y * self.n_attr + batch.a
 
+    def role_weights(self) -> dict[str, Tensor]:
+        """Per role, the group frequencies that the accuracy of its sub-environments stands for, where their
+        samples are drawn otherwise (e.g. a group-balanced held-out split standing for the training
+        distribution); roles not given are scored as sampled."""
+        return {}
+
     def check_specs(self) -> None:
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names):

@@ -10,16 +10,17 @@ from typing import ClassVar
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from testbed.backbones import Arch, backbone_flops, build_backbone, count_params
 from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Range, Space
-from testbed.metrics import env_metrics, summarize, tally
+from testbed.metrics import env_metrics, score, summarize, tally_size
+from testbed.probe import heldout_head
 from testbed.transformer import Pooling
 
-PLAIN_ATTRS = frozenset({"_current_fx_name", "train_sums", "train_count", "samples_seen"})
+PLAIN_ATTRS = frozenset({"_current_fx_name", "train_sums", "train_count", "samples_seen", "probe_head"})
 
 
 class Baseline(L.LightningModule):
@@ -38,6 +39,7 @@ class Baseline(L.LightningModule):
         heads: attention heads (transformer, vit); they must divide `width`.
         pooling: how a transformer or vit summarises its tokens: their mean or a class token (cls).
         patch: side of the square patches vit embeds as tokens.
+        probe: after testing, also score a fresh linear head fit on the frozen features (`testbed.probe`).
         input_shape, n_classes, vocab_size: linked from the environment by the CLI (vocab_size is None for images).
     """
 
@@ -47,7 +49,7 @@ class Baseline(L.LightningModule):
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
-                 heads: int = 4, pooling: Pooling = "mean", patch: int = 4,
+                 heads: int = 4, pooling: Pooling = "mean", patch: int = 4, probe: bool = True,
                  input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2, vocab_size: int | None = None) -> None:
         super().__init__()
         if type(self) is Baseline:
@@ -67,12 +69,14 @@ class Baseline(L.LightningModule):
         self.train_count = 0
         self.train_curve: list[tuple[float, float]] = []  # (train/loss, train/acc) of every epoch, for `convergence`
         self.tallies: dict[str, Tensor] = {}
+        self.probe_head: nn.Module | None = None  # the probe's head while testing (a plain attribute, not a submodule)
         self.results: dict[str, float] = {}
 
     def __setattr__(self, name: str, value: object) -> None:
         # Lightning sets `_current_fx_name` around every hook call, and the training tallies change every step:
         # plain attributes, which need none of nn.Module's checks for parameters, buffers and submodules
-        # (about 5 us a call, a few percent of a small model's step).
+        # (about 5 us a call, a few percent of a small model's step). The probe's head is plain too: it must not
+        # become a submodule of the model (its parameters, its checkpoint).
         if name in PLAIN_ATTRS:
             self.__dict__[name] = value
         else:
@@ -153,29 +157,27 @@ class Baseline(L.LightningModule):
         """Training samples seen so far, over all ranks."""
         return self.samples_seen * self.trainer.world_size
 
-    # Evaluation: validation and test share one path; only the test stage runs interventions.
+    # Evaluation: validation and test share one path; only the test stage runs interventions and the probe.
     def _start(self, stage: str) -> None:
         env = self.env
-        self.tallies = {n: torch.zeros(2 * env.n_groups + 2, dtype=torch.double, device=self.device)
+        # The probe's head is fit on the frozen features once, before testing; each test batch's features then
+        # go through both heads, so the probe costs no extra forward pass or rendered intervention.
+        probing = stage == "test" and self.hparams.probe and bool(env.names("id"))
+        self.probe_head = heldout_head(self.net, env) if probing else None
+        self.tallies = {n: torch.zeros(1 + probing, tally_size(env.n_groups), dtype=torch.double, device=self.device)
                         for n in env.eval_names(stage)}
         self._cf_gen = torch.Generator().manual_seed(0)
 
-    @staticmethod
-    def _other(v: Tensor, k: int, gen: torch.Generator) -> Tensor:
-        """A different value for each entry, uniformly among the k - 1 others."""
-        shift = torch.randint(1, k, v.shape, generator=gen).to(v.device)
-        return (v + shift) % k
+    def predict(self, x: Tensor) -> list[Tensor]:
+        """The model's logits, and while a probe is fit, the probe head's on the same features."""
+        if self.probe_head is None:
+            return [self(x)]
+        f = self.net[:-1](x)
+        return [self.net[-1](f), self.probe_head(f)]
 
     def score(self, env: ShiftedEnv, batch: Batch, cf_gen: torch.Generator | None = None) -> Tensor:
-        """The tally of one batch of `env`; with a generator for the counterfactual values, it also counts
-        the predictions that flip under do(a) and do(causal)."""
-        pred = self(batch.x).argmax(1)
-        pred_a = pred_c = None
-        if cf_gen is not None and "a" in env.interventions:
-            pred_a = self(env.intervene(batch, a=self._other(batch.a, env.n_attr, cf_gen))).argmax(1)
-        if cf_gen is not None and "causal" in env.interventions:
-            pred_c = self(env.intervene(batch, causal=self._other(env.causal(batch), env.n_classes, cf_gen))).argmax(1)
-        return tally(pred, batch.y, env.group(batch), env.n_groups, pred_a, pred_c)
+        """The tallies `[heads, ...]` of one batch of `env` (`testbed.metrics.score`)."""
+        return score(self.predict, env, batch, cf_gen)
 
     def tally_env(self, env: ShiftedEnv, name: str, split: Split = "test",
                   cf_gen: torch.Generator | None = None) -> Tensor:
@@ -190,7 +192,7 @@ class Baseline(L.LightningModule):
         environments other than the datamodule's (phases) or score it mid-epoch (streams)."""
         training, gen = self.training, torch.Generator().manual_seed(0) if counterfactual else None
         self.eval()
-        total = sum(self.tally_env(env, name, "test", gen) for name in names)
+        total = sum(self.tally_env(env, name, "test", gen)[0] for name in names)
         self.train(training)
         return env_metrics(total, env.interventions if counterfactual else ())
 
@@ -202,7 +204,7 @@ class Baseline(L.LightningModule):
         env, training = self.env, self.training
         names = env.eval_names("val")
         self.eval()
-        tallies = {name: self.tally_env(env, name, "val") for name in names}
+        tallies = {name: self.tally_env(env, name, "val")[0] for name in names}
         self.train(training)
         roles = {s.name: s.role for s in env.specs}
         metrics = summarize("val", tallies, roles, ())
@@ -217,7 +219,11 @@ class Baseline(L.LightningModule):
         env = self.env
         tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
         roles = {s.name: s.role for s in env.specs}
-        metrics = summarize(stage, tallies, roles, env.interventions if stage == "test" else ())
+        interventions, weights = env.interventions if stage == "test" else (), env.role_weights()
+        metrics = summarize(stage, {n: t[0] for n, t in tallies.items()}, roles, interventions, weights)
+        if self.probe_head is not None:
+            metrics |= summarize("probe", {n: t[1] for n, t in tallies.items()}, roles, interventions, weights)
+            self.probe_head = None
         metrics |= {f"{stage}/{k}": v for k, v in env.deployment_metrics(list(tallies)).items()}
         if stage == "val":  # through `self.log`, where callbacks (checkpoints, early stopping) can monitor them
             self.log_dict(metrics, rank_zero_only=True)
