@@ -34,7 +34,7 @@ from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints,
 from testbed.files import write_atomic
 from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
 from testbed.line import LINE_BASELINE, on_the_line
-from testbed.select import Selected, hparams_text, label, point_columns, selected_runs
+from testbed.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 
 AXES = {"params": ("parameters", "at the largest training set"),
         "n_train": ("training samples", "at the largest model"), "flops": ("FLOPs", "over every run")}
@@ -253,8 +253,9 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     from testbed.fit_plots import headline
     from testbed.plots import plot_sweep
 
-    sel = selected_runs(sweep_dir, all_runs, rule)
+    sel = selected_runs(sweep_dir, all_runs, rule, save=False)
     reference = reference_of(sel.runs, reference)
+    save_selection(sel, sweep_dir)
     runs = add_endpoints(sel.runs, sel.axes, reference)
     rows, fits = fit_all(runs, reference, bootstrap)
     write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
@@ -300,7 +301,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         for metric in metrics:
             sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
             if len(sub):
-                out += [f"## {WHAT[metric].capitalize()} vs {name} ({held})", "", *detail_table(sub), ""]
+                title = WHAT[metric][0].upper() + WHAT[metric][1:]
+                out += [f"## {title} vs {name} ({held})", "", *detail_table(sub), ""]
     line_lines, line_fig = line_section(runs, bootstrap, figures)
     out += ["## Accuracy on the line", "", *line_lines, ""]
     out += [f"![accuracy_on_the_line](figures/{line_fig[0].name})", ""] if line_fig else []
