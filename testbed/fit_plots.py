@@ -34,7 +34,7 @@ def save(fig: plt.Figure, path: Path) -> list[Path]:
 
 
 def grid(rows: int, cols: int) -> tuple[plt.Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 6.5), 3.2 * rows), squeeze=False, sharex="col")
     return fig, axes
 
 
@@ -68,11 +68,11 @@ def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axi
             ax.set_xlabel(AXIS_LABELS[axis] if i == len(metrics) - 1 else "")
             ax.set_ylabel(textwrap.fill(WHAT[metric], 32) if j == 0 else "", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), bbox_to_anchor=(0.5, 1.05),
-               title="points: mean ± s.d. over seeds; lines: the fit where one is claimed (dashed: extrapolated), "
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), bbox_to_anchor=(0.5, 1.0),
+               title="points: mean ± s.d. over seeds; lines: the fit where one is claimed\n(dashed: extrapolated), "
                      "else faint; dotted: tolerance",
                title_fontsize=8, fontsize=8)
-    fig.tight_layout()
     return save(fig, path)
 
 

@@ -34,7 +34,7 @@ from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints,
 from testbed.files import write_atomic
 from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
 from testbed.line import LINE_BASELINE, on_the_line
-from testbed.select import Selected, hparams_text, label, point_columns, selected_runs
+from testbed.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 
 AXES = {"params": ("parameters", "at the largest training set"),
         "n_train": ("training samples", "at the largest model"), "flops": ("FLOPs", "over every run")}
@@ -115,12 +115,11 @@ def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
 
 def reference_check(runs: pd.DataFrame, reference: str | None, axes: list[str]) -> tuple[list[str], str | None]:
     """How close the reference came to the invariant ceiling at each scale point, and a warning if it fell
-    short of CEILING_SHARE of it anywhere (or did not converge)."""
+    short of CEILING_SHARE of it anywhere, or did not converge."""
     if reference is None:
         return ["No reference baseline (Oracle) in this sweep: no reference check."], None
-    ref = runs[runs["baseline"] == reference]
-    if "ceiling" not in ref or ref["ceiling"].isna().all():
-        return [f"The environments do not declare their invariant ceiling: {reference} is not checked."], None
+    ref = runs[runs["baseline"] == reference].assign(
+        ceiling=lambda r: pd.to_numeric(r["ceiling"], errors="coerce") if "ceiling" in r else np.nan)
     key = point_key(ref, axes)
     shown = [c for c in key if c not in ("regime", "config")]
     agg = ref.groupby(key, dropna=False).agg(acc_id=("acc_id", "mean"), acc_avg=("acc_avg", "mean"),
@@ -128,27 +127,30 @@ def reference_check(runs: pd.DataFrame, reference: str | None, axes: list[str]) 
                                              unconverged=("converged", lambda c: int((c == False).sum())))  # noqa: E712
     agg = agg.reset_index()
     agg["share"] = agg[["acc_id", "acc_avg"]].min(axis=1) / agg["ceiling"]
-    lines = [f"| regime | {' | '.join(shown)} | {reference} ID acc. | OOD acc. | ceiling | lower / ceiling | "
-             "unconverged runs |", "|---|" + "---|" * (len(shown) + 5)]
+    known = agg["ceiling"].notna().any()
+    head = ["regime", *shown, f"{reference} ID acc.", "OOD acc.", "ceiling", "lower / ceiling", "unconverged runs"]
+    lines = [] if known else [f"The environments do not declare their invariant ceiling: {reference} is only checked "
+                              "for convergence.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in agg.to_dict("records"):
         flag = " **below 95%**" if d["share"] < CEILING_SHARE else ""
-        lines.append(f"| {d['regime']} | " + " | ".join(str(d[c]) for c in shown)
-                     + f" | {d['acc_id']:.3f} | {d['acc_avg']:.3f} | {d['ceiling']:.3f} | {d['share']:.2f}{flag} | "
-                     f"{d['unconverged']} of {d['seeds']} |")
+        cells = [d["regime"], *(d[c] for c in shown), f"{d['acc_id']:.3f}", f"{d['acc_avg']:.3f}",
+                 f"{d['ceiling']:.3f}" if known else "-", f"{d['share']:.2f}{flag}" if known else "-",
+                 f"{d['unconverged']} of {d['seeds']}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     low = agg[agg["share"] < CEILING_SHARE]
     unconverged = int(agg["unconverged"].sum())
-    warning = None
-    if len(low) or unconverged:
-        parts = []
-        if len(low):
-            worst = low.loc[low["share"].idxmin()]
-            parts.append(f"below {CEILING_SHARE:.0%} of the invariant ceiling at {len(low)} of {len(agg)} scale "
-                         f"points (worst: {worst['share']:.2f} of it, regime {worst['regime']})")
-        if unconverged:
-            parts.append(f"{unconverged} of its runs did not converge by their criterion")
-        warning = (f"**Warning: the reference ({reference}) is undertrained: {'; '.join(parts)}. Verdicts that rest "
+    if low.empty and not unconverged:
+        return lines, None
+    parts = []
+    if len(low):
+        worst = low.loc[low["share"].idxmin()]
+        parts.append(f"below {CEILING_SHARE:.0%} of the invariant ceiling at {len(low)} of {len(agg)} scale "
+                     f"points (worst: {worst['share']:.2f} of it, regime {worst['regime']})")
+    if unconverged:
+        parts.append(f"{unconverged} of its runs did not converge by their criterion")
+    return lines, (f"**Warning: the reference ({reference}) is undertrained: {'; '.join(parts)}. Verdicts that rest "
                    "on it (the confusion gap, the ID guard) are unreliable; see the Reference check.**")
-    return lines, warning
 
 
 def undertrained(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], str | None]:
@@ -253,8 +255,9 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     from testbed.fit_plots import headline
     from testbed.plots import plot_sweep
 
-    sel = selected_runs(sweep_dir, all_runs, rule)
+    sel = selected_runs(sweep_dir, all_runs, rule, save=False)
     reference = reference_of(sel.runs, reference)
+    save_selection(sel, sweep_dir)
     runs = add_endpoints(sel.runs, sel.axes, reference)
     rows, fits = fit_all(runs, reference, bootstrap)
     write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
@@ -300,7 +303,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         for metric in metrics:
             sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
             if len(sub):
-                out += [f"## {WHAT[metric].capitalize()} vs {name} ({held})", "", *detail_table(sub), ""]
+                title = WHAT[metric][0].upper() + WHAT[metric][1:]
+                out += [f"## {title} vs {name} ({held})", "", *detail_table(sub), ""]
     line_lines, line_fig = line_section(runs, bootstrap, figures)
     out += ["## Accuracy on the line", "", *line_lines, ""]
     out += [f"![accuracy_on_the_line](figures/{line_fig[0].name})", ""] if line_fig else []

@@ -83,15 +83,22 @@ class Selected:
     axes: list[str]
 
 
-def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = None) -> Selected:
-    """Collect the sweep's current runs once, save results.csv and selected.csv, and select one draw per point."""
+def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, save: bool = True) -> Selected:
+    """Collect the sweep's current runs once and select one draw per point; then (with `save`) write
+    results.csv and selected.csv, so that a bad option writes nothing."""
     table = collect(sweep_dir, all_runs)
-    save_table(table, sweep_dir)
     axes = axis_columns(table)
     runs = with_reversed(wide(table), table)
     col = regime_column(runs)
     runs["regime"] = runs[col].astype(str) if col else "all"
     rule = rule or default_rule(runs)
     kept, choices = select(runs, rule, axes)
-    write_atomic(sweep_dir / "selected.csv", choices.to_csv(index=False))
-    return Selected(table, kept, choices, rule, axes)
+    selected = Selected(table, kept, choices, rule, axes)
+    if save:
+        save_selection(selected, sweep_dir)
+    return selected
+
+
+def save_selection(selected: Selected, sweep_dir: Path) -> None:
+    save_table(selected.table, sweep_dir)
+    write_atomic(sweep_dir / "selected.csv", selected.choices.to_csv(index=False))

@@ -4,12 +4,14 @@
 import json
 
 import pandas as pd
+import pytest
 from conftest import CONFIGS, run_cli
 
 FITS_COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
                 "closing_scale", "closing_low", "closing_high", "verdict"]
 
 
+@pytest.mark.slow  # trains 12 tiny runs
 def test_report_of_a_real_sweep_and_of_its_edited_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     sweep = {"name": "mini", "configs": [str(CONFIGS / "envs/confounded.yaml")],

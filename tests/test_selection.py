@@ -93,6 +93,20 @@ def test_collect_reads_old_runs_and_skips_an_unreadable_one(tmp_path, capsys):
          "(JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
     assert "selection: `none`" in out[1]
     assert pd.read_csv(sweep / "results.csv")["run"].nunique() == 3
+    (sweep / "results.csv").unlink()
     assert cli_error(capsys, "collect", str(sweep), "--select", "val_wg") == [
         "testbed: error: select: 'val_wg' needs the validation metric val/acc_wg_id, which these runs do not "
         "record; choose one of id_val, oracle, none"]
+    assert cli_error(capsys, "report", str(sweep), "--reference", "Nope") == [
+        "testbed: error: reference: 'Nope' is not a baseline of this sweep; choose one of ERM"]
+    assert not (sweep / "results.csv").exists()  # a bad option writes nothing
+
+
+def test_plot_draws_the_selected_runs(tmp_path, monkeypatch, capsys):
+    lr_sweep(tmp_path / "lr")
+    drawn = []
+    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: drawn.append(runs) or [])
+    run_cli("plot", str(tmp_path / "lr"))
+    run_cli("plot", str(tmp_path / "lr"), "--select", "none")
+    assert [set(runs["draw"]) for runs in drawn] == [{1}, {0}] and [len(runs) for runs in drawn] == [12, 12]
+    assert "selection: `none`" in capsys.readouterr().out

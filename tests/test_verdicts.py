@@ -124,3 +124,18 @@ def test_probe_gap_and_head_gap_are_fitted_and_read_apart(tmp_path, small_bootst
     section = (sweep / "report.md").read_text().split("## Features vs head (probe)")[1].split("\n## ")[0]
     assert "| ERM |" in section and "the features carry the causal feature; the head does not use it" in section
     assert (sweep / "figures/probe_vs_head.png").stat().st_size > 1000
+
+
+def test_without_a_reference_the_gap_is_the_shortfall_from_the_ceiling(tmp_path, small_bootstrap):
+    sweep = tmp_path / "alone"
+    for width, p in zip(WIDTHS, PARAMS):
+        for seed in range(3):
+            write_run(sweep, f"erm-{width}-{seed}", baseline="ERM", seed=seed, width=width, params=p, ceiling=0.75,
+                      metrics=aggregate_metrics(0.85, 0.3, 0.25 + 0.001 * seed, 0.95))
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    fits_ = pd.read_csv(sweep / "fits.csv").query("axis == 'params'").set_index("metric")
+    assert fits_.loc["ood_wg_shortfall", "verdict"] == "does not close"  # 0.75 - 0.25, flat
+    report = (sweep / "report.md").read_text()
+    assert "Reference: none (the gap is the shortfall from the ceiling)" in report
+    assert "No reference baseline (Oracle) in this sweep: no reference check." in report
