@@ -34,6 +34,7 @@ warnings.filterwarnings("ignore", message="Experiment logs directory")  # a swee
 # its advice to log more often than once per epoch, which Baseline does on purpose (testbed/module.py).
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message="The number of training batches")
+warnings.filterwarnings("ignore", message="The dirpath has changed from")  # `test` of a checkpoint writes a new version
 
 TRAINER_DEFAULTS = {
     "max_epochs": 10,
@@ -45,7 +46,8 @@ TRAINER_DEFAULTS = {
 # The environment's attributes that become the model's init arguments of the same name.
 MODEL_LINKS = ("n_classes", "input_shape", "vocab_size")
 # Lightning's messages that say nothing to a user of this tool: advertising, and the absence of accelerators.
-NOISE = ("💡 Tip", "GPU available: False", "TPU available: False", "HPU available: False", "`Trainer.fit` stopped")
+NOISE = ("💡 Tip", "GPU available: False", "TPU available: False", "HPU available: False", "`Trainer.fit` stopped",
+         "Restoring states from the checkpoint path")
 
 
 class QuietFilter(logging.Filter):
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
 
             show(argv[1:])
         else:
-            lightning_cli(argv, verbose)
+            # `validate` and `test` print Lightning's metric table only when asked to: testbed prints its own.
+            lightning_cli(argv + ["--verbose=false"] if argv[0] in ("validate", "test") and not verbose else argv,
+                          verbose)
     except (ConfigError, ArgumentError) as err:
         fail(one_line(err))
     except ValueError as err:  # jsonargparse wraps errors raised while instantiating classes

@@ -37,7 +37,7 @@ def rows(metrics: dict[str, float], stage: str) -> list[tuple[str, dict[str, flo
 
 def headline(run: dict) -> str:
     """`ERM on SpuriousShapes: 2 epochs, 1,000 training samples, 18,818 parameters, 3.1 s`, from what is known."""
-    parts = [f"{run['epochs']} epochs" if run.get("epochs") is not None else "",
+    parts = [f"{run['epochs']} epochs" if run.get("epochs") else "",  # none: `test` of a checkpoint
              f"{run['n_train']:,} training samples" if run.get("n_train") is not None else "",
              f"{run['params']:,} parameters" if run.get("params") is not None else "",
              f"{run['wall_time_s']:.1f} s" if run.get("wall_time_s") is not None else ""]

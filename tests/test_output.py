@@ -39,6 +39,19 @@ def test_verbose_brings_lightnings_messages_back(workdir, capfd):
     assert "GPU available" not in out + err and "OOD (pooled)" in out
 
 
+def test_test_and_validate_print_the_table_instead_of_lightnings(workdir, capfd):
+    run_cli("fit", *TINY, "--trainer.enable_progress_bar=false")
+    fitted = workdir / "runs/lightning_logs/version_0"
+    (ckpt,) = (fitted / "checkpoints").glob("*.ckpt")
+    capfd.readouterr()
+    for command, stage in (("test", "test"), ("validate", "val")):
+        run_cli(command, "-c", str(fitted / "config.yaml"), "--ckpt_path", str(ckpt),
+                "--trainer.enable_progress_bar=false")
+        out, err = capfd.readouterr()
+        assert "OOD (pooled)" in out and "DataLoader" not in out + err and "Warning" not in out + err
+        assert f"{stage}/acc_id" not in out  # the plain table, not Lightning's metric listing
+
+
 def test_the_table_has_a_row_per_sub_environment_and_the_closed_loop_figures():
     run = {"model": "ERM", "data": "Braking", "epochs": 3, "n_train": 900, "params": 4500, "wall_time_s": 2.5,
            "metrics": {"test/train:corr=0.91/acc": 0.92, "test/id:corr=0.91/acc": 0.91,
