@@ -8,6 +8,7 @@ import pytest
 import torch
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers never reaches the network: its models are local folders
 # The tests train tiny models: one thread is as fast for them and does not oversubscribe a shared CPU.
 torch.set_num_threads(1)
 

@@ -1,7 +1,5 @@
 """CivilComments read by WILDS' loader from a tiny fake copy, tokenized locally, trained end to end."""
 
-import os
-
 import pytest
 import torch
 from conftest import CONFIGS, QUIET, cli_error, results, run_cli
@@ -9,8 +7,6 @@ from fake_text import write_civilcomments, write_tiny_hf_model
 from transformers import AutoConfig, AutoModel
 
 from testbed.envs import CivilComments
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is fetched: the tokenizer and the model are local folders
 
 BALANCED = {(0, 0): 10, (0, 1): 10, (1, 0): 10, (1, 1): 10}
 GROUPS = {"train": {(0, 0): 40, (0, 1): 8, (1, 0): 8, (1, 1): 40}, "val": BALANCED, "test": BALANCED}

@@ -66,9 +66,9 @@ BAD_INPUTS = [
     (["--model.width=0"], "model.width: 0 is not allowed"),
     (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of ContinualFinetune, DAgger, ERM, GroupDRO, IRM, "
                      "Online, Oracle, VREx or give an import path"),
-    (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, ColoredMNIST, SpuriousShapes, "
-                    "Waterbirds, WildsEnv or give"),
-    (["--model.arch=vit"], "model.arch: 'vit' is not allowed; choose one of mlp, cnn, resnet"),
+    (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, CivilComments, ColoredMNIST, "
+                    "SpuriousShapes, SpuriousText, Waterbirds, WildsEnv or give"),
+    (["--model.arch=gpt"], "model.arch: 'gpt' is not allowed; choose one of mlp, cnn, resnet"),
     (["--data.bogus=1"], "data.bogus: unknown option"),
     (["-c", "missing.yaml"], "config: File does not exist"),
 ]

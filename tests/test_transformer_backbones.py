@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import CONFIGS, QUIET, results, run_cli
 from torch import nn
 
 from testbed.backbones import build_backbone, count_params, training_flops_per_sample
@@ -49,3 +50,14 @@ def test_bad_transformer_settings_fail_with_one_line_naming_the_field():
     for args, knobs, message in cases:
         with pytest.raises(ConfigError, match=message):
             build_backbone(*args, **knobs)
+
+
+def test_vit_trains_on_an_image_environment_through_the_cli(workdir):
+    run_cli("fit", "-c", str(CONFIGS / "envs/confounded.yaml"), "-c", str(CONFIGS / "baselines/erm.yaml"), *QUIET,
+            "--model.arch=vit", "--model.patch=4", "--model.width=8", "--model.depth=1", "--model.heads=2",
+            "--data.image_size=8", "--data.n_train=256", "--data.n_val=64", "--data.n_test=64",
+            "--trainer.max_epochs=1")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    net = build_backbone("vit", (3, 8, 8), 2, 8, 1, heads=2, pooling="mean", patch=4)
+    assert run["params"] == count_params(net) and run["flops_per_sample"] == training_flops_per_sample(net, (3, 8, 8))
+    assert "test/spurious_reliance" in run["metrics"]
