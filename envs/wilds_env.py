@@ -14,6 +14,11 @@ Validation samples: each held-out split (`id`, `ood`) is partitioned once, by a 
 on the run's `seed`, into validation samples (`VAL_FRACTION` of it, DomainBed's holdout fraction) and test
 samples (the rest), so every run is tested on the same samples and selects on others.
 
+Accuracy means what each role says: where a dataset's `id` splits are not distributed as its training data
+(Waterbirds' are group-balanced; any split after `train_corr` resampling), `id` accuracy is the per-group accuracy
+weighted by the training group frequencies (WILDS' adjusted average); where its `ood` split is i.i.d. with training
+(CelebA), `ood` accuracy is the mean per-group accuracy. See `role_weights`.
+
 There is no renderer, so `interventions = ()` and counterfactual metrics are skipped; `query(a=v, n)`
 offers the weaker alternative of drawing training samples that have attribute v.
 """
@@ -84,6 +89,9 @@ class WildsEnv(ShiftedEnv):
 
     files: tuple[str, ...] = ()  # files inside the dataset folder that the WILDS loader reads
     crop = 1.0  # fraction of the shorter side kept by the centre crop
+    # What a role's accuracy stands for where its splits' groups are not drawn as that role says (`role_weights`):
+    id_as_training = False  # `id` splits are group-balanced: score them as if their groups were the training data's
+    ood_balanced = False  # `ood` splits are i.i.d. with training: score them as if every group were equally likely
 
     def __init__(
         self,
@@ -212,6 +220,18 @@ class WildsEnv(ShiftedEnv):
         k, m = self.n_classes, self._n_attr
         rows = {n: torch.cat([r, self.val_rows.get(n, r[:0])]) for n, r in self.rows.items()}
         return {n: torch.bincount(self.y[r] * m + self.a[r], minlength=k * m).view(k, m) for n, r in rows.items()}
+
+    def role_weights(self) -> dict[str, Tensor]:
+        """Training group frequencies for `id` (WILDS' adjusted average) where the dataset declares its held-out
+        splits group-balanced or `train_corr` resampled the training data away from them; uniform ones for `ood`
+        (the mean per-group accuracy) where the dataset declares its test split i.i.d. with training."""
+        weights = {}
+        if self.id_as_training or self.train_corr is not None:
+            train = sum(c for n, c in self.group_counts().items() if n in self.names("train")).flatten().double()
+            weights["id"] = train / train.sum()
+        if self.ood_balanced:
+            weights["ood"] = torch.full((self.n_groups,), 1.0 / self.n_groups, dtype=torch.double)
+        return weights
 
     def transform(self) -> transforms.Compose:
         return transforms.Compose([transforms.Resize(round(self.image_size / self.crop)),

@@ -6,7 +6,7 @@ import torch
 from conftest import CONFIGS, QUIET, results, run_cli
 from fake_data import LAND, WATER, write_celeba, write_waterbirds
 
-from testbed.baselines import Online, Oracle
+from testbed.baselines import ERM, Online, Oracle
 from testbed.envs import CelebA, Waterbirds, WildsEnv
 from testbed.errors import ConfigError
 
@@ -136,5 +136,41 @@ def test_erm_trains_on_waterbirds_through_the_cli(workdir, root):
     run = results(workdir / "runs/lightning_logs/version_0")
     assert run["data"] == "Waterbirds" and run["n_train"] == 55
     assert {"test/train:train/acc", "test/id:val/acc_wg", "test/ood:test/acc", "test/acc_wg"} <= set(run["metrics"])
+    assert {"probe/acc_avg", "probe/acc_wg", "test/ece", "test/brier"} <= set(run["metrics"])
     assert not any("spurious_reliance" in k for k in run["metrics"])
+
+
+def per_group(metrics: dict, key: str) -> torch.Tensor:
+    return torch.tensor([metrics[f"{key}/acc_g{g}"] for g in range(4)], dtype=torch.double)
+
+
+def test_waterbirds_id_accuracy_is_the_adjusted_average_over_training_group_frequencies(root):
+    """Waterbirds' validation split is group-balanced: its plain accuracy would not be the ID accuracy."""
+    env = Waterbirds(root=root, image_size=8)
+    weights = env.role_weights()
+    assert weights["id"].tolist() == pytest.approx([30 / 60, 6 / 60, 4 / 60, 20 / 60]) and "ood" not in weights
+    env.setup()
+    model = ERM(arch="mlp", width=8, input_shape=env.input_shape, n_classes=2)  # any model: scored untrained
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=env, verbose=False)
+    m = model.results
+    adjusted = (per_group(m, "test/id:val") * weights["id"]).sum().item()
+    assert m["test/acc_id"] == pytest.approx(adjusted) and m["test/id:val/acc"] == pytest.approx(adjusted)
+    assert m["probe/acc_id"] == pytest.approx((per_group(m, "probe/id:val") * weights["id"]).sum().item())
+    # the shifted split keeps its plain accuracy
+    assert m["test/acc_avg"] == pytest.approx((per_group(m, "test/ood:test") * 5).sum().item() / 20)
+
+
+def test_celeba_shifted_accuracy_is_the_mean_per_group_accuracy_of_its_iid_test_split(root):
+    env = CelebA(root=root, image_size=8)
+    assert env.role_weights()["ood"].tolist() == [0.25] * 4 and "id" not in env.role_weights()
+    assert "id" in CelebA(root=root, image_size=8, train_corr=0.25).role_weights()  # resampled: no longer i.i.d.
+    env.setup()
+    model = ERM(arch="mlp", width=8, input_shape=env.input_shape, n_classes=2)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=env, verbose=False)
+    m = model.results
+    assert m["test/acc_avg"] == pytest.approx(per_group(m, "test/ood:test").mean().item())
+    assert m["test/acc_avg"] == pytest.approx(m["test/acc_balanced"])
+    assert m["test/acc_wg"] == per_group(m, "test/ood:test").min().item()
 
