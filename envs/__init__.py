@@ -4,10 +4,11 @@ from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, TensorLoader
 from testbed.envs.braking import Braking
 from testbed.envs.celeba import CelebA
 from testbed.envs.colored_mnist import ColoredMNIST
+from testbed.envs.gaussian_groups import GaussianGroups
 from testbed.envs.road import BrakingEnv
 from testbed.envs.shapes import SpuriousShapes
 from testbed.envs.waterbirds import Waterbirds
 from testbed.envs.wilds_env import WildsEnv
 
-__all__ = ["Batch", "Braking", "BrakingEnv", "CelebA", "ColoredMNIST", "EnvSpec", "ShiftedEnv", "SpuriousShapes",
-           "TensorLoader", "Waterbirds", "WildsEnv"]
+__all__ = ["Batch", "Braking", "BrakingEnv", "CelebA", "ColoredMNIST", "EnvSpec", "GaussianGroups", "ShiftedEnv",
+           "SpuriousShapes", "TensorLoader", "Waterbirds", "WildsEnv"]

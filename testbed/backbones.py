@@ -4,20 +4,22 @@
 blocks for `cnn`; base channels and BasicBlocks per stage for `resnet` (torchvision's block, stages of
 width x1, x2, x4, x8 as in ResNet-18, with a 3x3 stem for small images). `resnet18` and `resnet50` are
 torchvision's own models (their size is fixed; `width` and `depth` do not apply), optionally pretrained.
+`random_features` is a fixed random ReLU projection to `width` features with a trained linear head (Sagawa et al.
+2020b); its parameter count is the head's.
 """
 
 import copy
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import models
 from torchvision.models.resnet import BasicBlock
 
 from testbed.errors import ConfigError, check_choice, check_positive
 
-Arch = Literal["mlp", "cnn", "resnet", "resnet18", "resnet50"]
+Arch = Literal["mlp", "cnn", "resnet", "random_features", "resnet18", "resnet50"]
 TORCHVISION = ("resnet18", "resnet50")  # torchvision's models at their own size, optionally pretrained
 
 
@@ -58,7 +60,26 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int)
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
 
 
-BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+class RandomReLU(nn.Module):
+    """x -> ReLU(W x) with a fixed Gaussian W of shape (width, d_in), entries N(0, 1/d_in). W is a buffer, not a
+    parameter: it is saved with the model but never trained, and not counted in the parameter count."""
+
+    def __init__(self, d_in: int, width: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(width, d_in) / d_in**0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x @ self.weight.T)
+
+
+def random_features(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    """Random ReLU features of the flattened input and a trained linear head (Sagawa et al. 2020b): the model size
+    is `width`, the number of features; `depth` does not apply."""
+    d_in = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(nn.Flatten(), RandomReLU(d_in, width), nn.Linear(width, n_classes))
+
+
+BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "random_features": random_features}
 
 
 def torchvision_model(name: str, input_shape: tuple[int, ...], n_classes: int, weights: str | None) -> nn.Module:
