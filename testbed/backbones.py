@@ -9,13 +9,15 @@ torchvision's own models (their size is fixed; `width` and `depth` do not apply)
 `depth` the layers, `heads` attention heads, `pooling` mean or class token and `patch` the ViT patch side
 (testbed/transformer.py). `torchvision:<name>` is any torchvision classification model and `hf:<name>` any
 Hugging Face text model (testbed/hf.py), both at their own size: sweeps scale them by parameter count.
+`random_features` is a fixed random ReLU projection to `width` features with a trained linear head (Sagawa et al.
+2020b); its parameter count is the head's.
 """
 
 import copy
 import inspect
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from torchvision import models
 from torchvision.models.resnet import BasicBlock
@@ -67,6 +69,27 @@ def resnet(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int)
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
 
 
+class RandomReLU(nn.Module):
+    """x -> ReLU(W x) with a fixed Gaussian W of shape (width, d_in), entries N(0, 1/d_in). W is a buffer, not a
+    parameter: it is saved with the model but never trained, and not counted in the parameter count."""
+
+    def __init__(self, d_in: int, width: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(width, d_in) / d_in**0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x @ self.weight.T)
+
+
+def random_features(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int) -> nn.Module:
+    """Random ReLU features of the flattened input and a trained linear head (Sagawa et al. 2020b): the model size
+    is `width`, the number of features; `depth` does not apply."""
+    d_in = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(nn.Flatten(), RandomReLU(d_in, width), nn.Linear(width, n_classes))
+
+
+
+
 def check_heads(width: int, heads: int) -> None:
     check_positive("heads", heads)
     if width % heads:
@@ -89,7 +112,8 @@ def vit(input_shape: tuple[int, ...], n_classes: int, width: int, depth: int, *,
     return nn.Sequential(PatchEncoder(input_shape, patch, width, depth, heads, pooling), nn.Linear(width, n_classes))
 
 
-BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer, "vit": vit}
+BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "random_features": random_features, "transformer": transformer,
+            "vit": vit}
 
 
 def check_arch(arch: str) -> None:

@@ -1,0 +1,91 @@
+"""ReSample and ReWeight: balance the training groups (or classes) by subsampling or by loss weights
+(SUBG, SUBY, RWG and RWY of Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group-accuracy")."""
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from testbed.envs.base import Batch, ShiftedEnv
+from testbed.errors import ConfigError
+from testbed.module import Baseline
+
+By = Literal["group", "class"]
+
+
+def require_groups(env: ShiftedEnv, who: str) -> None:
+    """Refuse an environment whose samples carry no spurious-attribute labels to form groups from."""
+    if env.n_attr < 2:
+        raise ConfigError(f"model: {who} needs group labels (g = y * n_attr + a, from a spurious attribute with "
+                          f"2 or more values); {type(env).__name__} has none")
+
+
+class Balanced(Baseline):
+    """Shared part of ReSample and ReWeight: the balancing key of each sample, its group or its class.
+
+    Args:
+        by: balance the (label, attribute) groups (needs group labels) or only the classes.
+    """
+
+    def __init__(self, by: By = "group", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if type(self) is Balanced:
+            raise ConfigError("model: Balanced is a shared base class; give --model=ReSample or --model=ReWeight")
+        if by not in ("group", "class"):
+            raise ConfigError(f"by: {by!r} is not allowed; choose one of group, class")
+
+    def check_env(self, env: ShiftedEnv) -> None:
+        if self.hparams.by == "group":
+            require_groups(env, f"{type(self).__name__}(by=group)")
+
+    def key(self, batch: Batch) -> Tensor:
+        return self.env.group(batch) if self.hparams.by == "group" else batch.y
+
+    @property
+    def n_keys(self) -> int:
+        return self.env.n_groups if self.hparams.by == "group" else self.env.n_classes
+
+
+class ReSample(Balanced):
+    """SUBG / SUBY: ERM on a subsample of the training data in which every group (or class) keeps as many samples
+    as the smallest one has, drawn once when fitting starts (Idrissi et al. 2022; the "subsampling" of Sagawa et
+    al. 2020b). Discards data, and with it the majority's spurious shortcut."""
+
+    def on_fit_start(self) -> None:
+        data = self.env.train_data
+        keys = self.key(data)
+        counts = torch.bincount(keys, minlength=self.n_keys)
+        smallest = int(counts[counts > 0].min())
+        gen = torch.Generator().manual_seed(self.env.seed)
+        rows = [torch.nonzero(keys == k).flatten() for k in range(self.n_keys) if counts[k] > 0]
+        kept = torch.cat([r[torch.randperm(len(r), generator=gen)[:smallest].to(r.device)] for r in rows]).sort()[0]
+        self.env.served = Batch(*(t[kept] for t in data))
+        self.kept = len(kept)
+
+    def extra_results(self) -> dict[str, object]:
+        return {"resample": {"by": self.hparams.by, "kept": self.kept}}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.erm_step(batch)
+
+    def on_fit_end(self) -> None:
+        self.env.served = None
+
+
+class ReWeight(Balanced):
+    """RWG / RWY: cross-entropy weighted by the inverse frequency of each sample's group (or class) in the training
+    data, n / (K n_k) for K groups, so that every group weighs the same in the objective (the "upweighting" of
+    Sagawa et al. 2020b; Idrissi et al. 2022). Keeps every sample; the loss is reweighted, not the sampling."""
+
+    weights: Tensor
+
+    def on_fit_start(self) -> None:
+        counts = torch.bincount(self.key(self.env.train_data), minlength=self.n_keys).double()
+        seen = counts > 0
+        weights = torch.zeros_like(counts)
+        weights[seen] = counts.sum() / (seen.sum() * counts[seen])
+        self.weights = weights.float().to(self.device)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        losses = self.cross_entropy(self(batch.x), batch.y)
+        return (self.weights[self.key(batch)] * losses).mean()

@@ -1,0 +1,71 @@
+"""JTT: Just Train Twice (Liu et al. 2021, "Just train twice: improving group robustness without training group
+information")."""
+
+import torch
+from torch import Tensor, nn
+
+from testbed.envs.base import Batch, TensorLoader, concat
+from testbed.errors import ConfigError, check_positive
+from testbed.module import Baseline
+
+
+class JTT(Baseline):
+    """Two stages in one fit. Stage 1 trains ERM for `id_epochs`; the training samples it then gets wrong form the
+    error set. Stage 2 trains a fresh model (re-initialised weights, fresh optimiser state) for the remaining
+    epochs on the training data with the error set repeated `upweight` times (upsampling, as Liu et al. do).
+    Needs no group labels: the identification model's errors stand in for the minority groups.
+
+    Args:
+        id_epochs: epochs of the identification model (Liu et al. tune 1 to 100; stage 1 ends early on purpose).
+        upweight: how many times each error appears in stage 2 (Liu et al.'s lambda_up; they use 6 to 100).
+    """
+
+    errors: int | None = None  # size of the error set, known after stage 1
+
+    def __init__(self, id_epochs: int = 2, upweight: int = 6, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_positive("id_epochs", id_epochs)
+        check_positive("upweight", upweight)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.max_epochs <= self.hparams.id_epochs:
+            raise ConfigError(f"trainer.max_epochs: {self.trainer.max_epochs} leaves no epoch for JTT's second stage "
+                              f"after id_epochs={self.hparams.id_epochs}")
+        # Lightning asks for training data again after `id_epochs`: then it gets the upsampled set.
+        self.trainer.reload_dataloaders_every_n_epochs = self.hparams.id_epochs
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.erm_step(batch)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.current_epoch + 1 == self.hparams.id_epochs:
+            self.upsample_errors()
+
+    @torch.no_grad()
+    def upsample_errors(self) -> None:
+        """Serve the training data with its misclassified samples repeated `upweight` times, then start afresh."""
+        env = self.env
+        data = env.train_data
+        self.eval()
+        wrong = []
+        for raw in TensorLoader(data, env.eval_batch_size):
+            batch = env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in raw)), 0)  # as Lightning would
+            wrong.append((self(batch.x).argmax(1) != batch.y).cpu())
+        wrong = torch.cat(wrong)
+        self.train()
+        errors = Batch(*(t[wrong.to(t.device)] for t in data))
+        env.served = concat([data, *[errors] * (self.hparams.upweight - 1)]) if wrong.any() else data
+        self.errors = int(wrong.sum())
+        self.log("jtt/error_set", float(self.errors))
+        for module in self.net.modules():
+            if module is not self.net and isinstance(module, nn.Module) and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+
+    def extra_results(self) -> dict[str, object]:
+        return {"jtt": {"error_set": self.errors}}
+
+    def on_fit_end(self) -> None:
+        self.env.served = None

@@ -1,0 +1,81 @@
+"""GaussianGroups: the synthetic task of Sagawa et al. 2020b ("An investigation of why overparameterization
+exacerbates spurious correlations"), with a Gaussian core and a Gaussian spurious input.
+
+The label y and the attribute a are in {0, 1}; with signs s(v) = 2v - 1, a sample is x = [x_core, x_spu] with
+x_core ~ N(s(y) 1, sigma_core^2 I) of dimension `d_core` and x_spu ~ N(s(a) 1, sigma_spu^2 I) of dimension `d_spu`.
+The core input is noisy but always informative; the spurious one is nearly clean but agrees with the label only
+in the majority groups, a fraction `majority` of the training data. The shifted split is group-balanced.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv
+from testbed.errors import ConfigError, check_positive
+
+
+class GaussianGroups(ShiftedEnv):
+    """Gaussian core and spurious inputs in four groups (y, a), majority groups a == y (Sagawa et al. 2020b's
+    defaults: n = 3000, d = 100 each, sigma_core^2 = 100, sigma_spu^2 = 1, majority 0.9).
+
+    Sub-environments: `train:corr={majority}`, `id:corr={majority}` (held out, same distribution) and
+    `ood:corr=0.50` (each group a quarter: the group-balanced test split). Group proportions within each class are
+    exact, not drawn. `intervene` shifts the spurious (or core) input's mean to another value, keeping its noise.
+
+    Args:
+        majority: fraction of training samples in the majority groups (a == y), in [0.5, 1].
+        d_core, d_spu: dimensions of the core and the spurious input.
+        sigma_core, sigma_spu: noise standard deviations of each input (Sagawa et al.: 10 and 1).
+        n_train: training samples.
+        n_val: held-out samples of the training distribution.
+        n_test: samples of the group-balanced test split.
+    """
+
+    n_classes = 2
+    interventions = ("a", "causal")
+
+    def __init__(self, majority: float = 0.9, d_core: int = 100, d_spu: int = 100, sigma_core: float = 10.0,
+                 sigma_spu: float = 1.0, n_train: int = 3000, n_val: int = 1000, n_test: int = 2000,
+                 batch_size: int = 3000, eval_batch_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(batch_size, eval_batch_size, seed)
+        self.save_hyperparameters()
+        if not 0.5 <= majority <= 1:
+            raise ConfigError(f"majority: {majority} is outside the allowed range [0.5, 1]")
+        for field, value in [("d_core", d_core), ("d_spu", d_spu), ("sigma_core", sigma_core),
+                             ("sigma_spu", sigma_spu), ("n_train", n_train), ("n_val", n_val), ("n_test", n_test)]:
+            check_positive(field, value)
+        self.input_shape = (d_core + d_spu,)
+        self.specs = [EnvSpec("train", majority), EnvSpec("id", majority), EnvSpec("ood", 0.5)]
+        self.sizes = {"train": n_train, "id": n_val, "ood": n_test}
+
+    @property
+    def ceiling(self) -> float:
+        """Accuracy of the best classifier of the core input alone, Phi(sqrt(d_core) / sigma_core)."""
+        z = math.sqrt(self.hparams.d_core) / self.hparams.sigma_core
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    def make(self, spec: EnvSpec, index: int) -> Batch:
+        h, n = self.hparams, self.sizes[spec.role]
+        gen = torch.Generator().manual_seed(self.seed * 1000 + index)
+        y = torch.arange(n) % 2
+        agree = torch.zeros(n, dtype=torch.bool)
+        for k in range(2):  # in each class, exactly a fraction `corr` in the majority group
+            rows = torch.nonzero(y == k).flatten()
+            agree[rows[torch.randperm(len(rows), generator=gen)[:round(spec.corr * len(rows))]]] = True
+        a = torch.where(agree, y, 1 - y)
+        core = (2 * y - 1).float()[:, None] + h.sigma_core * torch.randn(n, h.d_core, generator=gen)
+        spu = (2 * a - 1).float()[:, None] + h.sigma_spu * torch.randn(n, h.d_spu, generator=gen)
+        return Batch(torch.cat([core, spu], 1), y, a, e=torch.full_like(y, index), z=torch.zeros(n, 0))
+
+    def causal(self, batch: Batch) -> Tensor:
+        return batch.y  # no label noise: the core input's mean is the label's
+
+    def intervene(self, batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
+        x, d = batch.x.clone(), self.hparams.d_core
+        if a is not None:
+            x[:, d:] += 2 * (a - batch.a).to(x.dtype)[:, None]
+        if causal is not None:
+            x[:, :d] += 2 * (causal - batch.y).to(x.dtype)[:, None]
+        return x
