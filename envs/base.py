@@ -8,7 +8,6 @@ the group of a sample is `g = y * n_classes + a`.
 
 import inspect
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -23,6 +22,7 @@ Role = Literal["train", "id", "ood"]
 # Which samples of a sub-environment `make` returns: a training environment's ("train"), or a held-out one's
 # validation samples ("val", for selection and early stopping) or test samples ("test"), drawn apart.
 Split = Literal["train", "val", "test"]
+VAL_OFFSET = 500_009  # moves validation seeds off every (seed, position) seed of training and test data
 
 
 class Batch(NamedTuple):
@@ -168,9 +168,10 @@ class ShiftedEnv(L.LightningDataModule):
         return None
 
     def generator(self, spec: EnvSpec, split: Split) -> torch.Generator:
-        """A generator seeded by the seed, the sub-environment's name and the split: adding or reordering
-        sub-environments never changes another one's samples."""
-        return torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{spec.name}/{split}".encode()))
+        """A generator seeded by the seed, the sub-environment's position in `specs` and the split: validation
+        samples are drawn apart from test samples."""
+        index = self.specs.index(spec)
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + index * 7919 + 1 + VAL_OFFSET * (split == "val"))
 
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         """Generate or load the samples of one sub-environment; `index` is its position in `specs`. Held-out
