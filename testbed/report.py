@@ -16,7 +16,8 @@ bootstrap intervals over seeds (`testbed.fits`). A trend "closes" once the endpo
   interval lies more than HORIZON decades past the largest measured scale;
 - **collapses**: the ID guard: at the largest scale the baseline's ID accuracy is more than ID_TOL below the
   reference's at the same scale points and seeds, or more than ID_TOL below its own at the smallest scale;
-  a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit says;
+  a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit says
+  (with too few scale points or seeds the verdict stays inconclusive, and the reason names the guard);
 - **inconclusive**: fewer than MIN_POINTS scale points or MIN_SEEDS seeds per point (no verdict is given from
   fewer), or a closing-scale interval that starts inside the horizon and ends beyond it; the reason says
   what would decide (more seeds, a wider range of scales);
@@ -66,8 +67,10 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
                 guard = id_guard(group, axis, baseline == reference)
                 if baseline == reference and metric in ("confusion_gap", "probe_confusion_gap"):
                     word, reason = "reference", "the reference: its confusion gap is 0 by construction"
-                elif guard:
+                elif guard and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS:
                     word, reason = "collapses", guard
+                elif guard:  # too few points or seeds for any verdict but inconclusive
+                    reason += f"; the ID guard would flag it: {guard}"
                 fits[(regime, baseline, axis, metric)] = fit
                 rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
                              "form": fit.form, "slope": fit.slope, "m_inf": fit.m_inf, "m_inf_low": fit.m_inf_low,
