@@ -30,7 +30,8 @@ def test_subg_and_jtt_beat_erm_on_the_reversed_environment(workdir):
     assert rev["erm"] <= 0.3 and reliance["erm"] >= 0.7
     assert rev["resample"] >= rev["erm"] + 0.3 and reliance["resample"] <= reliance["erm"] - 0.3
     assert rev["jtt"] >= rev["erm"] + 0.15 and reliance["jtt"] <= reliance["erm"] - 0.25
-    assert runs["resample"]["resample"]["kept"] < 5000 / 4
+    kept = runs["resample"]["resample"]["kept"]  # 4 groups of the smallest size: 15% of 5000 disagree, so ~4 x 375
+    assert kept % 4 == 0 and 1200 < kept < 1800
     assert 0 < runs["jtt"]["jtt"]["error_set"] < 5000 / 2
 
 
