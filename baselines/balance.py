@@ -20,44 +20,43 @@ def require_groups(env: ShiftedEnv, who: str) -> None:
                           f"2 or more values); {type(env).__name__} has none")
 
 
-class Balanced(Baseline):
-    """Shared part of ReSample and ReWeight: the balancing key of each sample, its group or its class.
+def check_by(by: str) -> None:
+    if by not in ("group", "class"):
+        raise ConfigError(f"by: {by!r} is not allowed; choose one of group, class")
+
+
+def balance_key(model: Baseline, batch: Batch) -> tuple[Tensor, int]:
+    """Each sample's balancing key, its group or its class (per `model.hparams.by`), and the number of keys."""
+    env = model.env
+    return (env.group(batch), env.n_groups) if model.hparams.by == "group" else (batch.y, env.n_classes)
+
+
+class ReSample(Baseline):
+    """SUBG / SUBY: ERM on a subsample of the training data in which every group (or class) keeps as many samples
+    as the smallest one has, drawn once when fitting starts (Idrissi et al. 2022; the "subsampling" of Sagawa et
+    al. 2020b). Discards data, and with it the majority's spurious shortcut.
 
     Args:
-        by: balance the (label, attribute) groups (needs group labels) or only the classes.
+        by: balance the (label, attribute) groups (SUBG; needs group labels) or only the classes (SUBY).
     """
+
+    kept: int | None = None  # training samples in the subsample, set when fitting starts
 
     def __init__(self, by: By = "group", **kwargs) -> None:
         super().__init__(**kwargs)
-        if type(self) is Balanced:
-            raise ConfigError("model: Balanced is a shared base class; give --model=ReSample or --model=ReWeight")
-        if by not in ("group", "class"):
-            raise ConfigError(f"by: {by!r} is not allowed; choose one of group, class")
+        check_by(by)
 
     def check_env(self, env: ShiftedEnv) -> None:
         if self.hparams.by == "group":
             require_groups(env, f"{type(self).__name__}(by=group)")
 
-    def key(self, batch: Batch) -> Tensor:
-        return self.env.group(batch) if self.hparams.by == "group" else batch.y
-
-    @property
-    def n_keys(self) -> int:
-        return self.env.n_groups if self.hparams.by == "group" else self.env.n_classes
-
-
-class ReSample(Balanced):
-    """SUBG / SUBY: ERM on a subsample of the training data in which every group (or class) keeps as many samples
-    as the smallest one has, drawn once when fitting starts (Idrissi et al. 2022; the "subsampling" of Sagawa et
-    al. 2020b). Discards data, and with it the majority's spurious shortcut."""
-
     def on_fit_start(self) -> None:
         data = self.env.train_data
-        keys = self.key(data)
-        counts = torch.bincount(keys, minlength=self.n_keys)
+        keys, n_keys = balance_key(self, data)
+        counts = torch.bincount(keys, minlength=n_keys)
         smallest = int(counts[counts > 0].min())
         gen = torch.Generator().manual_seed(self.env.seed)
-        rows = [torch.nonzero(keys == k).flatten() for k in range(self.n_keys) if counts[k] > 0]
+        rows = [torch.nonzero(keys == k).flatten() for k in range(n_keys) if counts[k] > 0]
         kept = torch.cat([r[torch.randperm(len(r), generator=gen)[:smallest].to(r.device)] for r in rows]).sort()[0]
         self.env.served = Batch(*(t[kept] for t in data))
         self.kept = len(kept)
@@ -72,15 +71,28 @@ class ReSample(Balanced):
         self.env.served = None
 
 
-class ReWeight(Balanced):
+class ReWeight(Baseline):
     """RWG / RWY: cross-entropy weighted by the inverse frequency of each sample's group (or class) in the training
     data, n / (K n_k) for K groups, so that every group weighs the same in the objective (the "upweighting" of
-    Sagawa et al. 2020b; Idrissi et al. 2022). Keeps every sample; the loss is reweighted, not the sampling."""
+    Sagawa et al. 2020b; Idrissi et al. 2022). Keeps every sample; the loss is reweighted, not the sampling.
+
+    Args:
+        by: weight by (label, attribute) group (RWG; needs group labels) or by class (RWY).
+    """
 
     weights: Tensor
 
+    def __init__(self, by: By = "group", **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_by(by)
+
+    def check_env(self, env: ShiftedEnv) -> None:
+        if self.hparams.by == "group":
+            require_groups(env, f"{type(self).__name__}(by=group)")
+
     def on_fit_start(self) -> None:
-        counts = torch.bincount(self.key(self.env.train_data), minlength=self.n_keys).double()
+        keys, n_keys = balance_key(self, self.env.train_data)
+        counts = torch.bincount(keys, minlength=n_keys).double()
         seen = counts > 0
         weights = torch.zeros_like(counts)
         weights[seen] = counts.sum() / (seen.sum() * counts[seen])
@@ -88,4 +100,4 @@ class ReWeight(Balanced):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.cross_entropy(self(batch.x), batch.y)
-        return (self.weights[self.key(batch)] * losses).mean()
+        return (self.weights[balance_key(self, batch)[0]] * losses).mean()
