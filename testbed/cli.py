@@ -60,8 +60,9 @@ def quiet(verbose: bool) -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     for f in [f for f in rank_zero.filters if isinstance(f, QuietFilter)]:
         rank_zero.removeFilter(f)
-    if verbose:
-        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.INFO)
+    if verbose:  # also undo a quiet sweep worker's levels, in this process (testbed.executors)
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning.fabric.utilities.seed"):
+            logging.getLogger(name).setLevel(logging.INFO)
         warnings.simplefilter("default")
     else:
         rank_zero.addFilter(QuietFilter())

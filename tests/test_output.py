@@ -1,6 +1,7 @@
 """What `testbed fit` prints: one line per epoch when stdout is not a terminal, then the summary table, nothing else."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def test_fit_prints_progress_lines_and_the_summary_table_and_nothing_else(tmp_pa
 
 
 def test_verbose_brings_lightnings_messages_back(workdir, capfd):
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # as an in-process sweep leaves it
     run_cli("fit", *TINY, "--trainer.enable_progress_bar=false", "--verbose")
     out, err = capfd.readouterr()
     assert "GPU available" in out + err
