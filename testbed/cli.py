@@ -61,8 +61,9 @@ def quiet(verbose: bool) -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     for f in [f for f in rank_zero.filters if isinstance(f, QuietFilter)]:
         rank_zero.removeFilter(f)
-    if verbose:
-        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.INFO)
+    if verbose:  # also undo a quiet sweep worker's levels, in this process (testbed.executors)
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning.fabric.utilities.seed"):
+            logging.getLogger(name).setLevel(logging.INFO)
         warnings.simplefilter("default")
     else:
         rank_zero.addFilter(QuietFilter())
@@ -93,7 +94,9 @@ class TestbedCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
-        given = [c for c in (config.get("callbacks") or []) + callbacks]
+        """Adds EpochProgress unless verbose, the progress bar is off, or the user gave a progress bar callback."""
+        own = config.get("callbacks") or []
+        given = (own if isinstance(own, list) else [own]) + callbacks
         if not self.verbose and config.get("enable_progress_bar") is not False and not any(
                 isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, EpochProgress()]
@@ -102,7 +105,7 @@ class TestbedCLI(LightningCLI):
     def _started(self) -> None:
         self._start = time.perf_counter()
 
-    def _report(self, path, stage: str) -> None:
+    def _report(self, path: Path, stage: str) -> None:
         if self.trainer.is_global_zero:
             print(f"\n{run_table(json.loads(Path(path).read_text()), stage)}\nresults: {path}", flush=True)
 

@@ -1,6 +1,7 @@
 """What `testbed fit` prints: one line per epoch when stdout is not a terminal, then the summary table, nothing else."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,12 +32,23 @@ def test_fit_prints_progress_lines_and_the_summary_table_and_nothing_else(tmp_pa
 
 
 def test_verbose_brings_lightnings_messages_back(workdir, capfd):
-    run_cli("fit", *TINY, "--trainer.enable_progress_bar=false", "--verbose")
-    out, err = capfd.readouterr()
-    assert "GPU available" in out + err
-    run_cli("fit", *TINY, "--trainer.enable_progress_bar=false")
-    out, err = capfd.readouterr()
-    assert "GPU available" not in out + err and "OOD (pooled)" in out
+    """Read through a handler on Lightning's logger: its own stream handler is bound to whichever stderr was current
+    when Lightning was imported, which under pytest need not be this test's."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # as an in-process sweep leaves it
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        run_cli("fit", *TINY, "--trainer.enable_progress_bar=false", "--verbose")
+        assert any("GPU available" in r.getMessage() for r in records)
+        records.clear()
+        run_cli("fit", *TINY, "--trainer.enable_progress_bar=false")
+        assert not any("GPU available" in r.getMessage() for r in records)
+    finally:
+        logger.removeHandler(handler)
+    assert "OOD (pooled)" in capfd.readouterr().out
 
 
 def test_test_and_validate_print_the_table_instead_of_lightnings(workdir, capfd):
