@@ -65,7 +65,8 @@ BAD_INPUTS = [
     (["--data.n_train=-5"], "data.n_train: -5 is not allowed; it must be a positive number"),
     (["--model.width=0"], "model.width: 0 is not allowed"),
     (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of CORAL, ContinualFinetune, DAgger, DFR, ERM, "
-                     "GroupDRO, IRM, JTT, LfF, MMD, Mixup, Online, Oracle, ReSample, ReWeight, VREx or give an import path"),
+                     "GroupDRO, IRM, JTT, LfF, MMD, Mixup, Online, Oracle, ReSample, ReWeight, VREx or give an import "
+                     "path"),
     (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, CivilComments, ColoredMNIST, "
                     "GaussianGroups, SpuriousShapes, SpuriousText, Waterbirds, WildsEnv or give"),
     (["--model.arch=gpt"], "model.arch: 'gpt' is not allowed; choose one of mlp, cnn, resnet"),
