@@ -112,7 +112,7 @@ class SpuriousShapes(ShiftedEnv):
         a larger `n_train` extends a smaller one, the evaluation environments do not depend on the training
         size, and validation and test samples are independent draws."""
         n, k = self.size(spec, index, split), self.n_classes
-        u = torch.rand(n, 11, generator=self.generator(spec, split))
+        u = torch.rand(n, 10, generator=self.generator(spec, split))
         s = (u[:, 0] * k).long().clamp(max=k - 1)
         other = lambda v, col: (v + 1 + (u[:, col] * (k - 1)).long().clamp(max=k - 2)) % k  # noqa: E731
         y = torch.where(u[:, 1] < self.label_noise, other(s, 2), s)
@@ -122,7 +122,7 @@ class SpuriousShapes(ShiftedEnv):
         shrink = 1.0 - 0.4 * self.causal_difficulty
         r = (0.16 + 0.14 * u[:, 8]) * shrink  # radius as a fraction of the image side
         cx, cy = r + (1 - 2 * r) * u[:, 6], r + (1 - 2 * r) * u[:, 7]
-        key = (u[:, 9:11] * KEY).floor().clamp(max=KEY - 1)  # the seed of this sample's own pixel noise
+        key = (u[:, [9, 8]] * KEY).floor().clamp(max=KEY - 1)  # the seed of this sample's own pixel noise
         z = torch.cat([torch.stack([s.float(), cx, cy, r], dim=1), key], dim=1)
         x = self.render(z, a)
         return Batch(x, y, a, torch.full_like(y, index), z)
