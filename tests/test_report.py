@@ -60,7 +60,7 @@ def test_collect_plot_and_report_from_a_real_sweep(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "out/mini/results.csv")
     assert table.run.nunique() == 16
     assert {"params", "n_train", "steps", "flops", "corr", "baseline", "seed", "env", "metric", "value"} <= set(table)
-    ood = table[(table.env == "ood:corr=0.10") & (table.metric == "acc")]
+    ood = table[(table.stage == "test") & (table.env == "ood:corr=0.10") & (table.metric == "acc")]
     assert len(ood) == 16 and ood.env_corr.eq(0.1).all()
     for name in ("scaling_params", "scaling_data", "scaling_flops", "id_vs_ood", "reliance_params"):
         for ext in ("png", "pdf"):
