@@ -64,8 +64,8 @@ BAD_INPUTS = [
     (["--data.train_corrs=[1.5,0.8]"], "data.train_corrs: 1.5 is outside the allowed range [0, 1]"),
     (["--data.n_train=-5"], "data.n_train: -5 is not allowed; it must be a positive number"),
     (["--model.width=0"], "model.width: 0 is not allowed"),
-    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of ContinualFinetune, DAgger, DFR, ERM, GroupDRO, IRM, "
-                     "Online, Oracle, VREx or give an import path"),
+    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of ContinualFinetune, DAgger, DFR, ERM, GroupDRO, "
+                     "IRM, Online, Oracle, VREx or give an import path"),
     (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, ColoredMNIST, SpuriousShapes, "
                     "Waterbirds, WildsEnv or give"),
     (["--model.arch=vit"], "model.arch: 'vit' is not allowed; choose one of mlp, cnn, resnet"),
