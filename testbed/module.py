@@ -162,7 +162,8 @@ class Baseline(L.LightningModule):
         env = self.env
         # The probe's head is fit on the frozen features once, before testing; each test batch's features then
         # go through both heads, so the probe costs no extra forward pass or rendered intervention.
-        probing = stage == "test" and self.hparams.probe and bool(env.names("id"))
+        ids = env.names("id")  # the probe fits on their validation samples; a plug-in may give none
+        probing = stage == "test" and self.hparams.probe and bool(ids) and all(n in env.val_data for n in ids)
         self.probe_head = heldout_head(self.net, env) if probing else None
         self.tallies = {n: torch.zeros(1 + probing, tally_size(env.n_groups), dtype=torch.double, device=self.device)
                         for n in env.eval_names(stage)}

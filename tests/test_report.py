@@ -25,7 +25,7 @@ def test_report_of_a_real_sweep_and_of_its_edited_file(tmp_path, monkeypatch, ca
     table = pd.read_csv(tmp_path / "out/mini/results.csv")
     assert table.run.nunique() == 12
     assert {"params", "n_train", "steps", "flops", "corr", "baseline", "seed", "env", "metric", "value"} <= set(table)
-    ood = table[(table.env == "ood:corr=0.10") & (table.metric == "acc")]
+    ood = table[(table.stage == "test") & (table.env == "ood:corr=0.10") & (table.metric == "acc")]
     assert len(ood) == 12 and ood.env_corr.eq(0.1).all()
     for name in ("scaling_params", "scaling_flops", "id_vs_ood", "reliance_params", "headline",
                  "accuracy_on_the_line"):
