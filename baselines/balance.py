@@ -67,9 +67,6 @@ class ReSample(Baseline):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.erm_step(batch)
 
-    def on_fit_end(self) -> None:
-        self.env.served = None
-
 
 class ReWeight(Baseline):
     """RWG / RWY: cross-entropy weighted by the inverse frequency of each sample's group (or class) in the training

@@ -66,6 +66,3 @@ class JTT(Baseline):
 
     def extra_results(self) -> dict[str, object]:
         return {"jtt": {"error_set": self.errors}}
-
-    def on_fit_end(self) -> None:
-        self.env.served = None
