@@ -64,7 +64,8 @@ def convergence(trainer: L.Trainer, curve: list[tuple[float, float]]) -> dict[st
     # EarlyStopping stores min_delta negated for mode "min".
     min_delta = abs(min_delta)
     criterion = (f"train/loss improved by less than {min_delta:g} in each of the last {patience} epochs"
-                 + (" (Plateau: training stopped there)" if plateau else " (checked after training)"))
+                 + (" (Plateau stops training once it holds, or the budget does first)" if plateau
+                    else " (checked after training)"))
     losses = [loss for loss, _ in curve]
     return {"criterion": criterion, "converged": plateaued(losses, min_delta, patience),
             "train_loss": curve[-1][0] if curve else None, "train_acc": curve[-1][1] if curve else None}
