@@ -27,7 +27,9 @@ def plateaued(losses: list[float], min_delta: float, patience: int) -> bool:
 
 class Plateau(EarlyStopping):
     """Train until the training loss plateaus: stop once `train/loss` (the epoch's mean) has not improved by
-    more than `min_delta` for `patience` epochs; `trainer.max_epochs` or `max_steps` is the cap.
+    more than `min_delta` for `patience` epochs; `trainer.max_epochs` or `max_steps` is the cap. Epochs that end
+    before `trainer.min_steps` do not count: a stop decided during them (Lightning keeps it, and acts on it at
+    `min_steps`) would end a run whose loss has started to fall again.
 
     Args:
         min_delta: the smallest improvement of the epoch's mean training loss that counts.
@@ -40,6 +42,10 @@ class Plateau(EarlyStopping):
         check_positive("Plateau.patience", patience)
         super().__init__(monitor="train/loss", min_delta=min_delta, patience=patience, mode="min",
                          check_on_train_epoch_end=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= (trainer.fit_loop.min_steps or 0):
+            super().on_train_epoch_end(trainer, pl_module)
 
 
 class SampleBudget(Callback):
@@ -67,5 +73,6 @@ def convergence(trainer: L.Trainer, curve: list[tuple[float, float]]) -> dict[st
                  + (" (Plateau stops training once it holds, or the budget does first)" if plateau
                     else " (checked after training)"))
     losses = [loss for loss, _ in curve]
-    return {"criterion": criterion, "converged": plateaued(losses, min_delta, patience),
+    converged = plateau.wait_count >= patience if plateau else plateaued(losses, min_delta, patience)
+    return {"criterion": criterion, "converged": converged,
             "train_loss": curve[-1][0] if curve else None, "train_acc": curve[-1][1] if curve else None}

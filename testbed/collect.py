@@ -114,6 +114,32 @@ def wide(table: pd.DataFrame, stage: str = "test", extra: tuple[str, ...] = ("va
     return out.reset_index()
 
 
+def at_largest(runs: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Runs at the largest value of `col` within each regime."""
+    return runs[runs[col] == runs.groupby("regime")[col].transform("max")]
+
+
+def budget_columns(runs: pd.DataFrame) -> list[str]:
+    """The sweep's compute-budget axes: trainer settings such as `trainer.max_steps` swept as axes."""
+    return [c for c in runs.columns if c.startswith("trainer.")]
+
+
+def along(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The runs (one row each, with a `regime` column) that measure one scale axis, every other scale held at its
+    largest value in each regime: parameters and training samples at the largest budget; FLOPs as the budget
+    axes vary at the largest model and training set (every run when no budget is swept), each run's FLOPs the
+    mean of its scale point's, which early stopping spreads over seeds."""
+    budget = budget_columns(runs)
+    held = {"params": ["n_train", *budget], "n_train": ["params", *budget],
+            "flops": ["params", "n_train"] if budget else []}[axis]
+    for col in held:
+        runs = at_largest(runs, col)
+    if axis == "flops":
+        point = ["regime", "baseline", "params", "n_train", *budget]
+        runs = runs.assign(flops=runs.groupby(point, dropna=False)["flops"].transform("mean"))
+    return runs
+
+
 def with_reversed(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """`runs` with `acc_reversed`: each run's accuracy on its shifted environment of lowest correlation (the one
     that reverses the training correlation, e.g. corr=0.10), which pooled OOD accuracy averages with the others."""

@@ -107,7 +107,11 @@ class Baseline(L.LightningModule):
         return self.trainer.datamodule
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # On the CPU, torch's default is the single-tensor Adam anyway; saying so skips the per-step check of which
+        # kernel to use, which queries the CUDA driver every step (about 0.7 ms: a tenth of a small CNN's step).
+        foreach = False if self.device.type == "cpu" else None
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                foreach=foreach)
 
     def erm_step(self, batch: Batch) -> Tensor:
         """Mean cross-entropy on the batch."""

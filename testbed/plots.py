@@ -16,6 +16,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
+from testbed.collect import budget_columns  # noqa: E402
+
 LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy (pooled)", "acc_wg": "worst-group acc. (OOD)",
     "acc_reversed": "OOD accuracy, reversed env", "ood_gap": "OOD gap (ID - OOD)",
@@ -43,10 +45,11 @@ def order(runs: pd.DataFrame, col: str | None) -> list | None:
 
 
 def at_largest(runs: pd.DataFrame, col: str, other: str | None) -> pd.DataFrame:
-    """Runs at the largest value of `col` (within each regime): the other scale axes held fixed."""
-    if other is None:
-        return runs[runs[col] == runs[col].max()]
-    return runs[runs[col] == runs.groupby(other)[col].transform("max")]
+    """Runs at the largest value of `col` and of every budget axis (within each regime): the scale axes other
+    than the one plotted held fixed."""
+    for c in [col, *budget_columns(runs)]:
+        runs = runs[runs[c] == (runs[c].max() if other is None else runs.groupby(other)[c].transform("max"))]
+    return runs
 
 
 def number(v: float) -> str:
@@ -56,11 +59,11 @@ def number(v: float) -> str:
 def held_fixed(runs: pd.DataFrame, x: str, col: str | None) -> str:
     """Which scale axes a figure holds fixed (constant within each regime) and at what value."""
     held = []
-    for axis in [a for a in SCALES if a != x and a in runs]:
+    for axis in [a for a in [*SCALES, *budget_columns(runs)] if a != x and a in runs]:
         per = runs.groupby(col)[axis].nunique() if col else pd.Series([runs[axis].nunique()])
         if (per == 1).all():
             values = sorted(runs[axis].unique())
-            held.append(f"{LABELS[axis]} = {' / '.join(number(v) for v in values)}"
+            held.append(f"{LABELS.get(axis, axis)} = {' / '.join(number(v) for v in values)}"
                         + (" (the largest)" if len(values) == 1 else f" (the largest of each {FACETS.get(col, col)})"))
     return "Held fixed: " + ("; ".join(held) if held else "nothing (every run)")
 

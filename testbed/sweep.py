@@ -41,8 +41,10 @@ class Sweep:
             search `{low, high, log}` ranges; the key `config` takes config files, as a list or as
             `{label: file}`, to sweep regimes.
         seeds: each run is repeated with `seed_everything` and `data.seed` set to each seed.
-        search: `grid` (every combination) or `random` (`samples` draws, seeded per axis name so that
-            adding an axis never changes the draws of the others).
+        search: `grid` (every combination), `star` (each numeric axis varied on its own while the other numeric
+            axes stay at their last value, the largest as a user lists them; non-numeric axes such as `config`
+            and `model` are crossed: a scaling study along each axis for the cost of one) or `random` (`samples`
+            draws, seeded per axis name so that adding an axis never changes the draws of the others).
         pack: train runs that differ only in their seed as one batched model where that gives the same
             results (ERM on an MLP, no validation or checkpoints: `testbed.runner.pack_key`).
         hparams: hyperparameters drawn at every scale point, apart from the axes: `config.key: [values]` or
@@ -57,7 +59,7 @@ class Sweep:
     args: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
-    search: Literal["grid", "random"] = "grid"
+    search: Literal["grid", "star", "random"] = "grid"
     samples: int = 10
     search_seed: int = 0
     pack: bool = True
@@ -99,8 +101,8 @@ def load_sweep(path: str | Path) -> Sweep:
         if key in raw and not isinstance(raw[key], kind):
             raise ConfigError(f"sweep.{key}: must be a {kind.__name__}, got {type(raw[key]).__name__}")
     sweep = Sweep(**raw)
-    if sweep.search not in ("grid", "random"):
-        raise ConfigError(f"sweep.search: {sweep.search!r} is not allowed; choose one of grid, random")
+    if sweep.search not in ("grid", "star", "random"):
+        raise ConfigError(f"sweep.search: {sweep.search!r} is not allowed; choose one of grid, star, random")
     check_positive("sweep.samples", sweep.samples)
     if not isinstance(sweep.pack, bool):
         raise ConfigError(f"sweep.pack: {sweep.pack!r} is not allowed; choose one of true, false")
@@ -146,12 +148,19 @@ def draw(values: list | dict, rng: random.Random) -> Any:
 
 def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     axes = {k: (list(config_files(sweep)) if k == "config" else v) for k, v in sweep.axes.items()}
-    if sweep.search == "grid":
+    if sweep.search in ("grid", "star"):
         if any(isinstance(v, dict) for v in axes.values()):
             raise ConfigError("sweep.axes: ranges ({low, high}) need search: random")
-        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+        grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+        return grid if sweep.search == "grid" else star(grid, axes)
     seeded = lambda i, name: random.Random(f"{sweep.search_seed}/{i}/{name}")  # noqa: E731
     return [{k: draw(v, seeded(i, k)) for k, v in axes.items()} for i in range(sweep.samples)]
+
+
+def star(grid: list[dict[str, Any]], axes: dict[str, list]) -> list[dict[str, Any]]:
+    """The points of `grid` where at most one numeric axis is off its last value."""
+    numeric = [k for k, v in axes.items() if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)]
+    return [c for c in grid if sum(c[k] != axes[k][-1] for k in numeric) <= 1]
 
 
 def as_arg(key: str, value: Any) -> str:

@@ -23,3 +23,13 @@ def test_a_sample_budget_sets_the_steps_and_a_short_run_is_not_converged(workdir
     run = results(workdir / "runs/lightning_logs/version_0")
     assert run["steps"] == 10 and run["train_samples"] == 640
     assert run["convergence"]["converged"] is False  # 2 epochs cannot show 3 without improvement
+
+
+def test_epochs_before_min_steps_do_not_count_toward_the_plateau(workdir):
+    # min_delta 1.0: no epoch counts as an improvement, so the plateau holds `patience` epochs after counting starts.
+    # 8 steps per epoch; counting starts with the epoch that reaches step 40, so the run stops at 40 + 2 * 8 steps
+    # (Lightning alone would stop at step 40, on a decision taken after the second epoch).
+    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.min_steps=40", "--trainer.callbacks+=testbed.budget.Plateau",
+            "--trainer.callbacks.min_delta=1.0", "--trainer.callbacks.patience=2")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    assert run["steps"] == 56 and run["convergence"]["converged"] is True

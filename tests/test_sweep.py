@@ -38,6 +38,17 @@ def test_grid_expands_axes_times_seeds_with_distinct_ids(tmp_path):
         (m, n, s) for m in ("ERM", "Oracle") for n in (200, 300) for s in (0, 1)}
 
 
+def test_star_search_varies_one_scale_axis_at_a_time(tmp_path):
+    axes = {"model": ["ERM", "Oracle"], "model.width": [4, 8, 16], "data.n_train": [100, 200, 400],
+            "trainer.max_steps": [10, 30]}
+    runs = expand(load_sweep(write_sweep(tmp_path / "s.yaml", axes=axes, search="star", seeds=[0])))
+    points = {tuple(r.axes.values()) for r in runs}
+    # Per baseline: the centre (16, 400, 30), two more widths, two more sizes, one more budget.
+    assert len(runs) == len(points) == 2 * 6
+    assert ("Oracle", 4, 400, 30) in points and ("ERM", 16, 100, 30) in points and ("ERM", 16, 400, 10) in points
+    assert ("ERM", 4, 100, 30) not in points
+
+
 def test_random_search_is_seeded_per_axis(tmp_path):
     axes = {"model.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "model.width": [8, 16, 32]}
     base = expand(load_sweep(write_sweep(tmp_path / "a.yaml", axes=axes, search="random", samples=5)))
