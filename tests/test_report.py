@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from conftest import CONFIGS, run_cli
 
+from testbed.collect import along
+
 FITS_COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
                 "closing_scale", "closing_low", "closing_high", "verdict"]
 
@@ -90,3 +92,17 @@ def test_the_analysis_commands_import_neither_torch_nor_lightning():
     code = ("import sys, testbed.tools, testbed.report, testbed.select, testbed.fit_plots, testbed.line; "
             "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_each_scale_axis_is_read_with_the_others_at_their_largest():
+    # A star design: widths at the largest data and budget, data at the largest width and budget, budgets at both.
+    rows = [(p, n, b, seed) for p, n, b in [(10, 100, 300), (100, 100, 300), (1000, 100, 300), (1000, 10, 300),
+                                            (1000, 30, 300), (1000, 100, 50), (1000, 100, 120)] for seed in (0, 1)]
+    runs = pd.DataFrame(rows, columns=["params", "n_train", "trainer.max_steps", "seed"]).assign(
+        regime="r", baseline="ERM", flops=lambda d: 6.0 * d["params"] * d["trainer.max_steps"] + d["seed"])
+    assert sorted(along(runs, "params")["params"].unique()) == [10, 100, 1000]
+    assert (along(runs, "params")["trainer.max_steps"] == 300).all()
+    assert sorted(along(runs, "n_train")["n_train"].unique()) == [10, 30, 100]
+    flops = along(runs, "flops")
+    assert sorted(flops["trainer.max_steps"].unique()) == [50, 120, 300] and (flops["params"] == 1000).all()
+    assert flops.groupby("trainer.max_steps")["flops"].nunique().eq(1).all()  # one x per point: the seeds' mean
