@@ -43,7 +43,7 @@ def test_accuracy_curves_label_decades_keep_the_legend_off_the_panels_and_state_
     legend = grid.legend.get_window_extent()
     assert not any(legend.overlaps(ax.get_window_extent()) for ax in grid.axes.flat)
     assert grid.caption.startswith("Held fixed: training samples = 2,000 (the largest).")
-    assert "mean over the 2 runs (seeds)" in grid.caption and "95% bootstrap interval" in grid.caption
+    assert "mean over the 2 runs (seeds)" in grid.caption and "95% t interval" in grid.caption
 
 
 def test_id_vs_ood_marks_the_training_set_size_and_one_regime_gets_no_regime_label():
