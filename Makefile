@@ -1,10 +1,11 @@
-# `make run`: set up .venv and run the main job; `make test`: set up .venv and run the tests.
+# `make run`: set up .venv and run the main job; `make test`: set up .venv and run the tests; `make quick`: all but
+# the slow ones.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export OUTDATED_IGNORE := 1
 
-.PHONY: run test lint clean
+.PHONY: run test quick lint clean
 
 # torch and torchvision are left unpinned so pip resolves a matching pair from the registry
 # (a CPU-only torch wheel without a torchvision build would break `import torchvision`).
@@ -22,6 +23,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The edit-and-check loop: every test but those marked slow (make test still runs them).
+quick: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -3,11 +3,13 @@
 An environment is a LightningDataModule over named sub-environments (domains), each with its own
 spurious correlation `corr = P(a matches y)` and a role: `train` (training domains), `id` (held-out
 samples of the training distributions) or `ood` (shifted domains). Every batch is a `Batch(x, y, a, e, z)`;
-the group of a sample is `g = y * n_classes + a`.
+the group of a sample is `g = y * n_attr + a` (`n_attr` is `n_classes` unless an environment says otherwise).
 """
 
 import inspect
+import json
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -22,7 +24,6 @@ Role = Literal["train", "id", "ood"]
 # Which samples of a sub-environment `make` returns: a training environment's ("train"), or a held-out one's
 # validation samples ("val", for selection and early stopping) or test samples ("test"), drawn apart.
 Split = Literal["train", "val", "test"]
-VAL_OFFSET = 500_009  # moves validation seeds off every (seed, position) seed of training and test data
 
 
 class Batch(NamedTuple):
@@ -101,6 +102,36 @@ class TensorLoader:
                 yield Batch(*(torch.index_select(t, 0, rows) for t in self.data))
 
 
+def init_arguments(cls: type, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The arguments of `cls(*args, **kwargs)` by name (None where `*args` took some: they have no names)."""
+    bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs).arguments
+    params = inspect.signature(cls.__init__).parameters
+    named = {}
+    for key, value in list(bound.items())[1:]:
+        kind = params[key].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                return None
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            named |= value
+        else:
+            named[key] = value
+    return named
+
+
+def knob_names(cls: type) -> list[str]:
+    """The named init arguments of `cls`, and of its bases where its `__init__` passes `**kwargs` on."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params) or klass is ShiftedEnv:
+            break
+    return names
+
+
 class ShiftedEnv(L.LightningDataModule):
     """Base class of every environment. Subclasses set `n_classes`, `input_shape`, `specs` and implement
     `make`; environments that can render from latents also implement `intervene` and `causal`."""
@@ -111,6 +142,14 @@ class ShiftedEnv(L.LightningDataModule):
     specs: list[EnvSpec]
     # Which factors `intervene` can set: "a" (the spurious attribute) and/or "causal" (the causal class).
     interventions: tuple[str, ...] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "ShiftedEnv":
+        # Capture the init arguments of every environment, plug-ins included, so that `variant` can rebuild it
+        # with some changed; no subclass has to remember to save them. (Unpickling calls `__new__` bare.)
+        self = super().__new__(cls)
+        self.init_args = init_arguments(cls, args, kwargs) if args or kwargs else {}
+        self.changes = {}  # what `variant` changed from the environment as configured: it salts the seeds
+        return self
 
     def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024, seed: int = 0) -> None:
         super().__init__()
@@ -153,13 +192,18 @@ class ShiftedEnv(L.LightningDataModule):
 
     def variant(self, **changes: Any) -> "ShiftedEnv":
         """The same environment with some init arguments changed (another correlation, another spurious
-        feature): a new phase or a future shift. Subclasses support it by calling `save_hyperparameters()`."""
-        knobs = {k: v for k, v in self.hparams.items() if not k.startswith("_")}  # not LightningCLI's _class_path
+        feature): a new phase or a future shift. Its sub-environments draw other samples than this one's, even
+        where their names are the same (a new spurious feature): a phase is new data."""
+        name = type(self).__name__
+        if self.init_args is None:
+            raise ConfigError(f"{name} cannot be varied: its __init__ takes *args, so its arguments have no names")
+        knobs = knob_names(type(self))
         unknown = sorted(set(changes) - set(knobs))
         if unknown:
-            raise ConfigError(f"{type(self).__name__} has no knob {unknown[0]!r} to vary; "
-                              f"it has {', '.join(knobs) or 'none'}")
-        return type(self)(**{**knobs, **changes})
+            raise ConfigError(f"{name} has no knob {unknown[0]!r} to vary; it has {', '.join(knobs) or 'none'}")
+        env = type(self)(**{**self.init_args, **changes})
+        env.changes = {**self.changes, **changes}
+        return env
 
     @property
     def ceiling(self) -> float | None:
@@ -168,10 +212,13 @@ class ShiftedEnv(L.LightningDataModule):
         return None
 
     def generator(self, spec: EnvSpec, split: Split) -> torch.Generator:
-        """A generator seeded by the seed, the sub-environment's position in `specs` and the split: validation
-        samples are drawn apart from test samples."""
-        index = self.specs.index(spec)
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + index * 7919 + 1 + VAL_OFFSET * (split == "val"))
+        """A generator seeded by the seed, the sub-environment's name, the split and what `variant` changed:
+        adding or reordering sub-environments never changes another one's samples, validation samples are drawn
+        apart from test samples, and a variant's samples apart from the original's."""
+        key = f"{self.seed}/{spec.name}/{split}"
+        if self.changes:
+            key += "/" + json.dumps(self.changes, sort_keys=True, default=str)
+        return torch.Generator().manual_seed(zlib.crc32(key.encode()))
 
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         """Generate or load the samples of one sub-environment; `index` is its position in `specs`. Held-out

@@ -58,7 +58,7 @@ class GaussianGroups(ShiftedEnv):
 
     def make(self, spec: EnvSpec, index: int) -> Batch:
         h, n = self.hparams, self.sizes[spec.role]
-        gen = torch.Generator().manual_seed(self.seed * 1000 + index)
+        gen = self.generator(spec, "train" if spec.role == "train" else "test")
         y = torch.arange(n) % 2
         agree = torch.zeros(n, dtype=torch.bool)
         for k in range(2):  # in each class, exactly a fraction `corr` in the majority group

@@ -100,7 +100,7 @@ class SpuriousText(ShiftedEnv):
         """Draw latents from one seeded generator per sub-environment: the evaluation environments do not
         depend on the training size."""
         n, k = self.size(spec, index), self.n_classes
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 7919 + 1)
+        g = self.generator(spec, "train" if spec.role == "train" else "test")
         u = torch.rand(n, 8, generator=g)
         s = (u[:, 0] * k).long().clamp(max=k - 1)
         other = lambda v, col: (v + 1 + (u[:, col] * (k - 1)).long().clamp(max=k - 2)) % k  # noqa: E731

@@ -1,7 +1,9 @@
 """testbed: does scaling offline training remove causal confusion?
 
-Importing the package registers every environment and baseline with the CLI: `--data=SpuriousShapes`,
-`--model=ERM` resolve because their classes are imported here.
+Importing the package itself is cheap (no torch, no Lightning: `testbed collect`, `plot` and `report` need
+neither). The CLI of `fit`, `validate`, `test` and `sweep` (`testbed.cli`) imports `testbed.envs` and
+`testbed.baselines`, which registers every environment and baseline: `--data=SpuriousShapes` and `--model=ERM`
+resolve because those classes are then imported.
 """
 
 import os

@@ -11,6 +11,7 @@ import math
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
+from testbed.compat import set_step_budget
 from testbed.errors import ConfigError, check_positive
 
 MIN_DELTA, PATIENCE = 0.01, 3  # the default criterion: train/loss improved by < 0.01 for 3 epochs in a row
@@ -58,8 +59,7 @@ class SampleBudget(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         per_step = trainer.datamodule.batch_size * trainer.world_size
-        trainer.fit_loop.epoch_loop.max_steps = math.ceil(self.samples / per_step)
-        trainer.fit_loop.max_epochs = -1
+        set_step_budget(trainer, math.ceil(self.samples / per_step))
 
 
 def convergence(trainer: L.Trainer, curve: list[tuple[float, float]]) -> dict[str, object]:

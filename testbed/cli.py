@@ -4,6 +4,7 @@ and `report` (testbed/tools.py), `show` (testbed/show.py), and one-line errors f
 Quiet by default: each run prints its progress and a summary table; `--verbose` brings Lightning's own messages
 and warnings back."""
 
+import inspect
 import json
 import logging
 import re
@@ -12,13 +13,17 @@ import time
 import warnings
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 from lightning import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
 import testbed.envs  # noqa: F401  (and the environments for --data)
+from testbed.checkpoints import LIGHTNING_NAMES, check_ckpt_path, read_checkpoint
+from testbed.compat import subcommand_parser
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
 from testbed.hf import check_tokenizer
@@ -43,6 +48,7 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 10,
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
+TRAINER_PARAMS = [p for p in inspect.signature(Trainer).parameters]
 # The environment's attributes that become the model's init arguments of the same name.
 MODEL_LINKS = ("n_classes", "input_shape", "vocab_size")
 # Lightning's messages that say nothing to a user of this tool: advertising, and the absence of accelerators.
@@ -91,16 +97,22 @@ class TestbedCLI(LightningCLI):
         # Check the model against the environment before the trainer prints anything: an error stays one line.
         check_tokenizer(self.model.hparams.arch, getattr(self.datamodule, "tokenizer", None))
         self.model.check_env(self.datamodule)
-        return super().instantiate_trainer(**kwargs)
-
-    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
-        """Adds EpochProgress unless verbose, the progress bar is off, or the user gave a progress bar callback."""
-        own = config.get("callbacks") or []
-        given = (own if isinstance(own, list) else [own]) + callbacks
-        if not self.verbose and config.get("enable_progress_bar") is not False and not any(
-                isinstance(c, ProgressBar) for c in given):
-            callbacks = [*callbacks, EpochProgress()]
-        return super()._instantiate_trainer(config, callbacks)
+        # EpochProgress unless verbose, the progress bar is off, or the user gave a progress bar callback.
+        check_ckpt_path(self.subcommand, self.config[self.subcommand].get("ckpt_path"))
+        settings = self.config_init[self.subcommand].get("trainer") or {}
+        own = settings.get("callbacks") or []
+        own = own if isinstance(own, list) else [own]
+        if not self.verbose and settings.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in own):
+            kwargs["callbacks"] = [*own, EpochProgress()]
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except ConfigError:
+            raise
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as err:  # Lightning refuses them
+            raise ConfigError(trainer_error(err)) from None
+        check_run_folder(Path(trainer.log_dir))
+        return trainer
 
     def _started(self) -> None:
         self._start = time.perf_counter()
@@ -126,6 +138,26 @@ class TestbedCLI(LightningCLI):
     def after_test(self) -> None:
         wall = time.perf_counter() - self._start
         self._report(write_results(self.trainer, self.model, self._seed(), wall), "test")
+
+
+def trainer_error(err: BaseException) -> str:
+    """Lightning's refusal of a Trainer setting as one line, naming the setting its message names first (or the
+    accelerator, where hardware or its library is missing)."""
+    message = " ".join(str(err).split())
+    found = {m.start(): p for p in TRAINER_PARAMS if (m := re.search(rf"\b{p}\b", message))}
+    field = found[min(found)] if found else (
+        "accelerator" if re.search(r"gpu|cuda|mps|tpu|xla|hpu|backend", message, re.IGNORECASE) else "")
+    return f"trainer{'.' + field if field else ''}: {message}"
+
+
+def check_run_folder(folder: Path) -> None:
+    """The run's folder can be made: no file stands where it or one of its parents must be a folder."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"trainer.logger: the run folder {folder} cannot be made: {parent} is a file, "
+                                  "not a folder; give another save_dir or default_root_dir")
+            return
 
 
 def subclass_names(base: type) -> list[str]:
@@ -155,6 +187,9 @@ def one_line(err: BaseException) -> str:
         base, kind = (Baseline, "baseline") if section == "model" else (ShiftedEnv, "environment")
         return (f"{section}: unknown {kind} {m.group(1)!r}; choose one of {', '.join(subclass_names(base))}"
                 " or give an import path such as mypackage.MyClass")
+    if m := re.fullmatch(r"Expected a <class '(int|float)'>. Got value: (.*)", cause):
+        kind = "an integer" if m.group(1) == "int" else "a finite number"
+        return f"{field}: {m.group(2)!r} is not allowed; give {kind}"
     if m := re.search(r"Expected a typing.Literal\[(.*)\]. Got value: (.*)", cause):
         allowed = m.group(1).replace("'", "")
         return f"{field}: {m.group(2)!r} is not allowed; choose one of {allowed}"
@@ -163,8 +198,40 @@ def one_line(err: BaseException) -> str:
     return f"{field}: {cause}" if keys else cause
 
 
+def option_values(argv: list[str], *names: str) -> list[str]:
+    """The values given to these options, as `--name value` or `--name=value`."""
+    values = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in names:
+            values += [value] if eq else argv[i + 1:i + 2]
+    return values
+
+
+def check_files(argv: list[str]) -> None:
+    """The `-c` config files and the `--ckpt_path` of a LightningCLI command, checked before LightningCLI reads
+    them, so that a bad one is named in one line (LightningCLI's errors leave out the file, or are tracebacks)."""
+    for value in option_values(argv, "-c", "--config"):
+        if value.lstrip().startswith("{") or "\n" in value:  # a YAML string, not a file
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"config: {value!r} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                              "give a YAML file")
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config: {value} is not valid YAML: {' '.join(str(err).split())}") from None
+        if not isinstance(content, dict):
+            what = "empty" if content is None else f"a {type(content).__name__}"
+            raise ConfigError(f"config: {value} is {what}; give a YAML mapping of options (model:, data:, trainer:)")
+    for value in option_values(argv, "--ckpt_path"):
+        if value not in LIGHTNING_NAMES and value not in ("null", "None"):
+            read_checkpoint("ckpt_path", value)
+
+
 def fail(message: str) -> None:
-    print(f"testbed: error: {message}", file=sys.stderr)
+    print(f"testbed: error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
     sys.exit(2)
 
 
@@ -197,18 +264,10 @@ def lightning_cli(argv: list[str], verbose: bool = False) -> TestbedCLI:
     return TestbedCLI(**CLI_KWARGS, args=argv)
 
 
-class _ParseOnly(TestbedCLI):
-    def instantiate_classes(self) -> None:
-        pass
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
-
-
 def resolver() -> ArgumentParser:
     """The `fit` parser: resolves a run's arguments (without the subcommand) to the full config that `fit`
     saves as config.yaml, cheaply."""
-    return _ParseOnly(**CLI_KWARGS, args=["fit", "--model=ERM", "--data=SpuriousShapes"])._subcommand_parsers["fit"]
+    return subcommand_parser(TestbedCLI, "fit", ["--model=ERM", "--data=SpuriousShapes"], **CLI_KWARGS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
+    commands = ["fit", "validate", "test", *TOOLS, "show"]
+    if argv[0] not in commands:
+        fail(f"command: {argv[0]!r} is not allowed; choose one of {', '.join(commands)} (testbed --help)")
     try:
         if argv[0] in TOOLS:
             TOOLS[argv[0]](argv[1:])
@@ -227,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
 
             show(argv[1:])
         else:
+            check_files(argv)
             # `validate` and `test` print Lightning's metric table only when asked to: testbed prints its own.
             lightning_cli(argv + ["--verbose=false"] if argv[0] in ("validate", "test") and not verbose else argv,
                           verbose)

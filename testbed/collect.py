@@ -12,7 +12,6 @@ import pandas as pd
 from testbed.errors import ConfigError
 from testbed.files import write_atomic
 
-SCALE = ["params", "n_train", "steps", "flops", "corr"]
 MANIFEST = "manifest.json"
 # Run-level columns that are not metrics (everything else in `wide` is a metric).
 CONVERGENCE = ["converged", "criterion", "train_loss", "train_acc"]
@@ -65,14 +64,16 @@ def current_runs(sweep_dir: Path, all_runs: bool = False) -> list[Path]:
 def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
     """The finished runs of `sweep_dir` (see `current_runs`). A run whose files cannot be read is skipped with
     one line naming it."""
-    rows = []
+    rows, skipped = [], []
     for d in current_runs(sweep_dir, all_runs):
         try:
             rows += run_rows(d)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            print(f"skipped {d}: results.json or run.json unreadable ({type(err).__name__}: {err})")
+            skipped.append(f"{d}: results.json or run.json unreadable ({type(err).__name__}: {err})")
+            print(f"skipped {skipped[-1]}")
     if not rows:
-        raise ConfigError(f"sweep_dir: no finished runs in {sweep_dir}; run `testbed sweep` first")
+        why = f"; skipped {skipped[0]}" if skipped else "; run `testbed sweep` first"
+        raise ConfigError(f"sweep_dir: no readable finished runs in {sweep_dir}{why}")
     return pd.DataFrame(rows)
 
 

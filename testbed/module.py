@@ -4,7 +4,6 @@ It owns the backbone, the optimiser, evaluation (per-environment accuracy, worst
 flip rates) and logging. A subclass only defines `training_step` and, for regimes, its phase logic.
 """
 
-from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
@@ -13,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from testbed.backbones import Arch, backbone_flops, build_backbone, count_params
+from testbed.checkpoints import read_checkpoint
+from testbed.compat import CURRENT_FX_NAME
 from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Range, Space
@@ -20,7 +21,8 @@ from testbed.metrics import env_metrics, score, summarize, tally_size
 from testbed.probe import heldout_head
 from testbed.transformer import Pooling
 
-PLAIN_ATTRS = frozenset({"_current_fx_name", "train_sums", "train_count", "samples_seen", "probe_head"})
+PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "train_sums", "train_count", "samples_seen", "probe_head",
+                         "epochs_done", "checkpoint_steps"})
 
 
 class Baseline(L.LightningModule):
@@ -65,6 +67,8 @@ class Baseline(L.LightningModule):
         if init_ckpt is not None:
             self.load_weights(init_ckpt)
         self.samples_seen = 0
+        self.epochs_done = 0  # training epochs completed, like samples_seen kept in checkpoints
+        self.checkpoint_steps = 0  # optimiser steps of the checkpoint this model was restored from, if any
         self.train_sums: Tensor | None = None  # [summed loss, correct] of this epoch, on the device
         self.train_count = 0
         self.train_curve: list[tuple[float, float]] = []  # (train/loss, train/acc) of every epoch, for `convergence`
@@ -73,24 +77,33 @@ class Baseline(L.LightningModule):
         self.results: dict[str, float] = {}
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Lightning sets `_current_fx_name` around every hook call, and the training tallies change every step:
-        # plain attributes, which need none of nn.Module's checks for parameters, buffers and submodules
-        # (about 5 us a call, a few percent of a small model's step). The probe's head is plain too: it must not
-        # become a submodule of the model (its parameters, its checkpoint).
+        # Lightning sets `_current_fx_name` (testbed.compat) around every hook call, and the training tallies
+        # change every step: plain attributes, which need none of nn.Module's checks for parameters, buffers and
+        # submodules (about 5 us a call, a few percent of a small model's step). The probe's head is plain too: it
+        # must not become a submodule of the model (its parameters, its checkpoint).
         if name in PLAIN_ATTRS:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
 
-    def load_weights(self, path: str) -> None:
-        """Start from the weights of a Lightning checkpoint of the same backbone."""
-        if not Path(path).is_file():
-            raise ConfigError(f"init_ckpt: {path} is not a file")
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        try:
-            self.load_state_dict(state)
+    def load_weights(self, path: str, field: str = "init_ckpt") -> None:
+        """Start from the weights of a Lightning checkpoint of the same backbone (`field` names it in errors)."""
+        state = read_checkpoint(field, path)["state_dict"]
+        if state is None:
+            raise ConfigError(f"{field}: {path} holds objects beyond tensors, which are not loaded for safety")
+        try:  # the backbone's weights; a method's own state (GroupDRO's q) starts afresh
+            self.net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         except RuntimeError as err:
-            raise ConfigError(f"init_ckpt: {path} does not fit this backbone ({str(err).splitlines()[0]})") from err
+            raise ConfigError(f"{field}: {path} does not fit this backbone ({str(err).splitlines()[0]})") from err
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The run's scale, which `testbed test` of this checkpoint reports (Lightning saves the steps itself).
+        checkpoint["samples_seen"], checkpoint["epochs_done"] = self.samples_seen, self.epochs_done
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.samples_seen = checkpoint.get("samples_seen", 0)
+        self.epochs_done = checkpoint.get("epochs_done", 0)
+        self.checkpoint_steps = checkpoint.get("global_step", 0)
 
     def check_env(self, env: ShiftedEnv) -> None:
         """Raise a ConfigError if this baseline cannot train on `env` (called before anything is written)."""
@@ -135,6 +148,7 @@ class Baseline(L.LightningModule):
         self.train_sums, self.train_count = None, 0
 
     def on_train_epoch_end(self) -> None:
+        self.epochs_done += 1
         if self.train_sums is not None:
             loss, acc = (self.train_sums / self.train_count).tolist()
             self.train_curve.append((loss, acc))

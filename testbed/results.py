@@ -25,6 +25,9 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
     samples, steps and FLOPs), its convergence record and the environment's invariant ceiling."""
     env = trainer.datamodule
     samples = model.samples_seen * trainer.world_size
+    # A trainer that only tested a checkpoint trained nothing itself: the scale is the checkpoint's.
+    steps, epochs = (trainer.global_step, trainer.current_epoch) if trainer.global_step else (
+        model.checkpoint_steps, model.epochs_done)
     train = [s for s in env.specs if s.role == "train"]
     return {
         "model": type(model).__name__,
@@ -36,8 +39,8 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "params": model.n_params,
         "n_train": sum(len(env.data[n].y) for n in env.names("train")),
         "train_corr": round(sum(s.corr for s in train) / len(train), 10),  # configuration: 0.9, not 0.8999999999999999
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
+        "steps": steps,
+        "epochs": epochs,
         "train_samples": samples,
         "flops_per_sample": model.flops_per_sample,
         "train_flops": samples * model.flops_per_sample,

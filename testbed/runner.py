@@ -17,10 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
 from torch import Tensor
 
 from testbed.cli import MODEL_LINKS
+from testbed.compat import given_hyperparameters, set_fit_progress
 from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.module import Baseline
 from testbed.packed import Member, fit_packed, unpack
@@ -49,7 +49,7 @@ def instantiate_module(spec: dict[str, Any], **links: Any) -> Any:
     """The model or environment of a `{class_path, init_args}` spec. Its hyperparameters are recorded as
     LightningCLI records them (the resolved arguments and `_class_path`): hparams.yaml and checkpoints match."""
     hparams = {"_class_path": spec["class_path"], **spec["init_args"], **links}
-    with _given_hyperparameters_context(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
+    with given_hyperparameters(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
         return load(spec["class_path"])(**spec["init_args"], **links)
 
 
@@ -140,9 +140,7 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=(e + 1) * per_epoch - 1)
         # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
-        trainer.fit_loop.epoch_progress.current.completed = epochs
-        trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = (
-            epochs * per_epoch)
+        set_fit_progress(trainer, epochs, epochs * per_epoch)
         model.samples_seen = epochs * n
         paths.append(finish_fit(trainer, model, env, seed, wall))
     return paths

@@ -173,7 +173,7 @@ def show(argv: list[str]) -> None:
     init = parser.instantiate_classes(parser.parse_args(["--model=ERM", *rest]))
     env, model = init.data, init.model
     if own.ckpt is not None:
-        model.load_weights(own.ckpt)
+        model.load_weights(own.ckpt, "ckpt")
     if own.out.suffix.lower() != ".png":
         raise ConfigError(f"out: {str(own.out)!r} is not allowed; give a .png file")
     fig, text = draw(env, model, own.n, "the untrained model" if own.ckpt is None else f"the model of {own.ckpt}")

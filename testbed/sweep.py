@@ -84,7 +84,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; every problem is a ConfigError naming the field."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config: sweep file {str(path)!r} does not exist")
+        raise ConfigError(f"config: sweep file {str(path)!r} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -216,8 +216,9 @@ def expand(sweep: Sweep) -> list[Run]:
 
 
 def identify(runs: list[Run]) -> None:
-    """Resolve each run's config and set its id to a hash of it. Every distinct config is also instantiated
-    (cheap: environments generate data in `setup`), so a bad key or value fails before anything runs."""
+    """Resolve each run's config and set its id to a hash of it. Every distinct environment and model
+    configuration (seeds aside) is also instantiated once (cheap for most environments, which generate data in
+    `setup`; a WILDS environment reads its metadata), so a bad key or value fails before anything runs."""
     from testbed.cli import resolver
 
     parser = resolver()
@@ -237,7 +238,10 @@ def identify(runs: list[Run]) -> None:
         text = parser.dump(config, skip_validation=True)
         run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
         run.config = yaml.load(parser.dump(config, skip_none=False, skip_validation=True), Loader=Loader)
-        classes = json.dumps([run.config["model"], run.config["data"]], sort_keys=True)
+        # Seeds change no check: each environment and model configuration is built once, not once per seed.
+        data = {**run.config["data"], "init_args": {k: v for k, v in run.config["data"]["init_args"].items()
+                                                     if k != "seed"}}
+        classes = json.dumps([run.config["model"], data], sort_keys=True)
         if classes not in checked:
             parser.instantiate_classes(config)
             checked.add(classes)
@@ -250,11 +254,6 @@ def run_trainer(out: Path) -> dict[str, Any]:
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv}
     return {"logger": logger, "enable_progress_bar": False, "enable_model_summary": False,
             "enable_autolog_hparams": False}
-
-
-def fit_args(run: Run, out: Path) -> list[str]:
-    """The `testbed fit` arguments that do what `execute` does for this run."""
-    return ["fit", *run.argv, *(as_arg(f"trainer.{k}", v) for k, v in run_trainer(out).items())]
 
 
 def start(run: Run, root: Path) -> Path | None:

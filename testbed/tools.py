@@ -21,6 +21,8 @@ def sweep(argv: list[str]) -> None:
     p.add_argument("--address", default=None, help="ray executor: cluster address (e.g. auto); default: a local Ray")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     a = p.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        raise ConfigError(f"out: {str(a.out)!r} is a file; give a folder for the sweeps' runs")
     from testbed.executors import run_sweep
 
     counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)

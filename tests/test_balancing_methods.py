@@ -57,6 +57,7 @@ def test_bad_balancing_key_is_one_line(workdir, capsys):
     assert len(err) == 1 and "by" in err[0] and not (workdir / "runs").exists()
 
 
+@pytest.mark.slow
 def test_every_new_baseline_trains_in_a_sweep_with_packing_refused(workdir, capsys):
     tiny = {"data.image_size": 8, "data.n_train": 256, "data.n_val": 64, "data.n_test": 64, "trainer.max_epochs": 3,
             "model.width": 16, "trainer.limit_val_batches": 0, "trainer.enable_checkpointing": False,

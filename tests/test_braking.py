@@ -68,6 +68,7 @@ def test_intervening_on_the_light_changes_only_the_light(observation):
     assert changed == ([1] if observation == "vector" else [i * 16 + j for i in range(13, 16) for j in range(3)])
 
 
+@pytest.mark.slow
 def test_cloning_the_light_beats_masked_cloning_offline_but_crashes_and_dagger_closes_the_gap(workdir):
     """The acceptance of the control setting (de Haan et al. 2019), on two seeds: behaviour cloning with the
     light visible has the higher offline action accuracy and the lower closed-loop return; DAgger closes most

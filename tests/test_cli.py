@@ -58,6 +58,23 @@ def test_test_command_reproduces_the_metrics_of_fit_from_the_checkpoint(workdir)
     run_cli("test", "-c", str(fitted / "config.yaml"), "--ckpt_path", str(ckpt))
     tested = results(workdir / "runs/lightning_logs/version_1")
     assert tested["metrics"] == results(fitted)["metrics"]
+    # The scale of the model tested is the trained one's (it was 0 steps, epochs, samples and FLOPs).
+    scale = ("steps", "epochs", "train_samples", "train_flops")
+    assert [tested[k] for k in scale] == [results(fitted)[k] for k in scale]
+    assert tested["epochs"] == 2 and tested["train_samples"] == 2000
+
+
+def test_group_dro_weights_are_checkpointed_and_restored(workdir):
+    import torch
+
+    from testbed.baselines import GroupDRO
+
+    run_cli("fit", "-c", CONFOUNDED, "-c", str(CONFIGS / "baselines" / "group_dro.yaml"), *SMALL,
+            "--trainer.limit_test_batches=1", "--model.probe=false")
+    (ckpt,) = (workdir / "runs/lightning_logs/version_0/checkpoints").glob("*.ckpt")
+    q = torch.load(ckpt, weights_only=True)["state_dict"]["q"]
+    assert q.shape == (4,) and abs(float(q.sum()) - 1) < 1e-5 and float(q.max() - q.min()) > 1e-3  # moved off uniform
+    assert torch.equal(GroupDRO.load_from_checkpoint(ckpt).q, q)
 
 
 BAD_INPUTS = [
@@ -71,7 +88,7 @@ BAD_INPUTS = [
                     "GaussianGroups, SpuriousShapes, SpuriousText, Waterbirds, WildsEnv or give"),
     (["--model.arch=gpt"], "model.arch: 'gpt' is not allowed; choose one of mlp, cnn, resnet"),
     (["--data.bogus=1"], "data.bogus: unknown option"),
-    (["-c", "missing.yaml"], "config: File does not exist"),
+    (["-c", "missing.yaml"], "config: 'missing.yaml' does not exist"),
 ]
 
 

@@ -13,7 +13,12 @@ from testbed.backbones import build_backbone
 from testbed.cli import lightning_cli
 from testbed.envs import SpuriousShapes
 from testbed.packed import Member, fit_packed, packable, train_many, train_sequential
-from testbed.sweep import Run, execute, expand, fit_args, identify, load_sweep
+from testbed.sweep import Run, as_arg, execute, expand, identify, load_sweep, run_trainer
+
+
+def fit_args(run: Run, out: Path) -> list[str]:
+    """The `testbed fit` arguments that do what `execute` does for this run."""
+    return ["fit", *run.argv, *(as_arg(f"trainer.{k}", v) for k, v in run_trainer(out).items())]
 
 
 def members(arch: str, n: int = 3) -> list[Member]:

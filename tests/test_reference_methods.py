@@ -1,5 +1,6 @@
 """IRM, VREx and GroupDRO against ERM in the confounded regime (Colored MNIST settings)."""
 
+import pytest
 from conftest import CONFIGS, QUIET, results, run_cli
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
@@ -7,6 +8,7 @@ CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
 FAST = [*QUIET, "--data.image_size=14", "--data.n_val=1000", "--data.n_test=1000", "--trainer.max_epochs=10"]
 
 
+@pytest.mark.slow
 def test_irm_vrex_and_group_dro_beat_erm_on_the_reversed_environment(workdir):
     names = ["erm", "irm", "vrex", "group_dro"]
     for name in names:

@@ -196,6 +196,7 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_run_and_the_sweep_finishes(tmp_path):
     sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8, 16, 24], "data.n_train": [200, 300]},
                         pack=False)

@@ -1,0 +1,95 @@
+"""Every private Lightning name testbed uses, in one place, each with why no public one does.
+
+They are tested against the Lightning versions `setup.cfg` allows (the upper bound is the newest one tested);
+`missing()` says which of them a Lightning release no longer has, and tests/test_compat.py fails with that list.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import lightning as L
+from jsonargparse import ArgumentParser
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.core.mixins import hparams_mixin
+
+# The attribute Lightning sets on a LightningModule around every hook call. Baseline stores it as a plain
+# attribute, bypassing nn.Module's __setattr__ (about 5 us a call, a few percent of a small model's step;
+# benchmarks/README.md): the module must know the name Lightning writes.
+CURRENT_FX_NAME = "_current_fx_name"
+
+
+def given_hyperparameters(hparams: dict[str, Any], instantiator: str) -> AbstractContextManager[None]:
+    """Make `save_hyperparameters()` inside the next module built record `hparams`, as LightningCLI's own
+    instantiation does (`_given_hyperparameters_context`). Sweep workers build modules from a resolved config
+    without LightningCLI (several times faster for tiny runs); without it their hparams.yaml and checkpoints would
+    lack `_class_path` and differ from `testbed fit`'s. No public API does this."""
+    return hparams_mixin._given_hyperparameters_context(hparams=hparams, instantiator=instantiator)
+
+
+def subcommand_parser(cli_class: type[LightningCLI], subcommand: str, args: list[str],
+                      **kwargs: Any) -> ArgumentParser:
+    """The parser `cli_class` builds for `subcommand`, built without instantiating or running anything.
+
+    Why private names: `LightningCLI(run=False)` builds a parser without the subcommand's own arguments (`fit`'s
+    `ckpt_path`), so it cannot resolve a `fit` config as `testbed fit` saves it; the subcommand parsers are kept
+    only in `_subcommand_parsers`, and only `_run_subcommand` can skip running the subcommand."""
+
+    class ParseOnly(cli_class):
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            pass
+
+    return ParseOnly(**kwargs, args=[subcommand, *args])._subcommand_parsers[subcommand]
+
+
+def set_fit_progress(trainer: L.Trainer, epochs: int, steps: int) -> None:
+    """Record `epochs` and optimiser `steps` as done in the trainer's fit loop, as a sequential fit leaves them:
+    packed training (`testbed.packed`) trains outside the loop, and results.json and the test row of metrics.csv
+    read `current_epoch` and `global_step`, which have no public setters."""
+    trainer.fit_loop.epoch_progress.current.completed = epochs
+    trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = steps
+
+
+def set_step_budget(trainer: L.Trainer, max_steps: int) -> None:
+    """Stop training after `max_steps` optimiser steps, whatever the epochs, from a callback's `on_fit_start`
+    (`testbed.budget.SampleBudget`: the step count depends on the environment's batch size, known only then).
+    `Trainer(max_steps=...)` is fixed at construction."""
+    trainer.fit_loop.epoch_loop.max_steps = max_steps
+    trainer.fit_loop.max_epochs = -1
+
+
+def _has_path(obj: object, path: str) -> bool:
+    for name in path.split("."):
+        if not hasattr(obj, name):
+            return False
+        obj = getattr(obj, name)
+    return True
+
+
+def missing() -> list[str]:
+    """The private names above that this Lightning lacks (empty for a tested version)."""
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    checks: dict[str, Callable[[], bool]] = {
+        "lightning.pytorch.core.mixins.hparams_mixin._given_hyperparameters_context":
+            lambda: callable(getattr(hparams_mixin, "_given_hyperparameters_context", None)),
+        "LightningCLI._run_subcommand": lambda: callable(getattr(LightningCLI, "_run_subcommand", None)),
+        "LightningCLI._subcommand_parsers": lambda: "_subcommand_parsers" in _source_names(LightningCLI),
+        f"LightningModule.{CURRENT_FX_NAME}": lambda: CURRENT_FX_NAME in vars(L.LightningModule()),
+        "Trainer.fit_loop.epoch_progress.current.completed":
+            lambda: _has_path(trainer, "fit_loop.epoch_progress.current.completed"),
+        "Trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed":
+            lambda: _has_path(trainer, "fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step."
+                                       "total.completed"),
+        "Trainer.fit_loop.epoch_loop.max_steps": lambda: _has_path(trainer, "fit_loop.epoch_loop.max_steps"),
+        "Trainer.fit_loop.max_epochs": lambda: _has_path(trainer, "fit_loop.max_epochs"),
+    }
+    return [name for name, present in checks.items() if not present()]
+
+
+def _source_names(cls: type) -> set[str]:
+    """The attribute names the methods of `cls` use."""
+    return {name for f in vars(cls).values() if callable(f) and hasattr(f, "__code__") for name in f.__code__.co_names}
