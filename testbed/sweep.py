@@ -231,9 +231,9 @@ def identify(runs: list[Run]) -> None:
             parsed[key] = parser.parse_args(run.argv)
         config = parsed[key].clone()
         config["seed_everything"], config["data.init_args.seed"] = run.seed, run.seed
-        for key in ("optimizer", "lr_scheduler"):
-            if config.get(key) is not None:
-                raise ConfigError(f"{key}: not supported in sweeps; a baseline's optimiser is set by model.lr and "
+        for name in ("optimizer", "lr_scheduler"):
+            if config.get(name) is not None:
+                raise ConfigError(f"{name}: not supported in sweeps; a baseline's optimiser is set by model.lr and "
                                   "model.weight_decay")
         text = parser.dump(config, skip_validation=True)
         run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
