@@ -4,7 +4,7 @@ plain loop. Each packed model's losses are checked against its sequential run (m
 same through `testbed sweep`: 16 runs (4 learning-rate draws x 4 seeds) of ERM and of Oracle at each width,
 packed (the default) vs `pack: false`, whole sweeps in one process, side by side.
 
-    .venv/bin/python benchmarks/packed.py [--n 8] [--repeats 5] [--threads 2] [--clock cpu]
+    .venv/bin/python benchmarks/packed.py [--n 8] [--repeats 5] [--threads 2] [--clock cpu] [--loops 0] [--sweeps 0]
 """
 
 import contextlib
@@ -79,10 +79,10 @@ def bench_sweep(model: str, width: int, repeats: int) -> None:
 
 
 def main() -> None:
-    args = bench_args(__doc__, repeats=5, n=8, sweeps=1)
+    args = bench_args(__doc__, repeats=5, n=8, loops=1, sweeps=1)
     print(f"packed training: {args.n} seeds x lr x MLP (1 hidden layer), n_train {N_TRAIN}, batch {BATCH}, "
           f"{EPOCHS} epochs, {args.threads} threads, {args.repeats} interleaved rounds")
-    for width in (8, 32, 128):
+    for width in (8, 32, 128) if args.loops else ():
         bench(members(args.n, width), width, args.repeats)
     if not args.sweeps:
         return
