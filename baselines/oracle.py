@@ -18,5 +18,11 @@ class Oracle(Baseline):
                               f"{type(env).__name__} cannot")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        a = torch.randint(self.env.n_attr, batch.a.shape, device=batch.a.device)
-        return self.erm_step(batch._replace(x=self.env.intervene(batch, a=a), a=a))
+        return self.erm_step(intervened(self.env, batch))
+
+
+def intervened(env: ShiftedEnv, batch: Batch) -> Batch:
+    """The batch rendered again with the attribute drawn uniformly from the global RNG (packed training replays
+    this per packed model, `testbed.packed_methods`)."""
+    a = torch.randint(env.n_attr, batch.a.shape, device=batch.a.device)
+    return batch._replace(x=env.intervene(batch, a=a), a=a)

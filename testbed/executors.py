@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from testbed.errors import ConfigError, check_positive
 from testbed.files import write_atomic
-from testbed.sweep import Run, execute_job, expand, identify, load_sweep, packs
+from testbed.sweep import Run, execute_job, expand, identify, load_sweep, pack_summary, packs
 
 
 def _quiet_worker(threads: int) -> None:
@@ -163,11 +163,9 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     # The runs of this sweep file as it is run now: the analysis reads only these (an edited file's old runs stay).
     write_atomic(root / "manifest.json", json.dumps({"sweep": sweep.name, "runs": [run.id for run in runs]}) + "\n")
     jobs = packs(pending) if sweep.pack else [[run] for run in pending]
-    packed = sum(len(job) for job in jobs if len(job) > 1)
     if sweep.pack and pending:
-        print(f"packing: {packed} runs train in {sum(len(job) > 1 for job in jobs)} packed models; "
-              f"{len(pending) - packed} one by one (packing needs runs that differ only in their seed, ERM on an "
-              f"mlp backbone, no validation or checkpoints, on the CPU)")
+        print(f"packing: {pack_summary(jobs)}; packing needs runs that differ only in their seed and lr, weight_decay "
+              "or eta, of ERM, Oracle or GroupDRO on an mlp backbone, without validation or checkpoints, on the CPU")
     statuses = run_ray(jobs, root, address) if executor == "ray" else run_local(jobs, root, workers)
     counts = Counter(statuses)
     print(f"sweep {sweep.name}: {counts['done']} ran, {counts['failed']} failed, "

@@ -24,6 +24,7 @@ from testbed.compat import given_hyperparameters, set_fit_progress
 from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.module import Baseline
 from testbed.packed import Member, fit_packed, unpack
+from testbed.packed_methods import METHODS
 from testbed.results import finish_fit, write_atomic
 
 # The keys of a `fit` config that are not arguments of `Trainer.fit` (LightningCLI's optimiser keys are refused
@@ -84,9 +85,10 @@ def fit_resolved(config: dict[str, Any]) -> Path:
     return finish_fit(trainer, model, env, seed, time.perf_counter() - start)
 
 
-# Packing: runs that differ only in their seeds train as one batched model (`testbed.packed`), when what they
-# train is plain ERM on an MLP with nothing else in the Trainer's loop. Trainer settings that may differ from
-# Lightning's defaults without changing what a fit computes:
+# Packing: runs that differ only in their seeds and per-model knobs (lr, weight decay, GroupDRO's eta) train as
+# one batched model (`testbed.packed`), when they train a baseline of `testbed.packed_methods` on an MLP with
+# nothing else in the Trainer's loop. Trainer settings that may differ from Lightning's defaults without changing
+# what a fit computes:
 PACKABLE_TRAINER = {"max_epochs", "logger", "enable_progress_bar", "enable_model_summary", "enable_autolog_hparams",
                     "num_sanity_val_steps", "log_every_n_steps", "limit_val_batches", "enable_checkpointing",
                     "default_root_dir", "limit_test_batches", "accelerator", "devices"}
@@ -94,38 +96,47 @@ LIGHTNING_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).para
 
 
 def pack_key(config: dict[str, Any]) -> str | None:
-    """What runs must share to be packed together (their config without seeds and output), or None if this run
-    cannot be packed: it must be `ERM` with an `mlp` backbone from a random init, without validation,
-    checkpoints or other Trainer features, on the CPU, on an environment whose batches need no transform."""
+    """What runs must share to be packed together (their config without seeds, output and per-model knobs), or
+    None if this run cannot be packed: it must train a baseline of `METHODS` with an `mlp` backbone from a
+    random init, without validation, checkpoints or other Trainer features, on the CPU, on an environment whose
+    batches need no transform."""
     model, trainer = config["model"], config["trainer"]
     changed = {k for k, v in trainer.items() if k in LIGHTNING_DEFAULTS and v != LIGHTNING_DEFAULTS[k]}
-    if (model["class_path"] not in ("testbed.baselines.ERM", "testbed.baselines.erm.ERM")
-            or model["init_args"].get("arch") != "mlp" or model["init_args"].get("init_ckpt") is not None
+    method = METHODS.get(load(model["class_path"]))
+    if (method is None or model["init_args"].get("arch") != "mlp" or model["init_args"].get("init_ckpt") is not None
             or changed - PACKABLE_TRAINER or trainer.get("limit_val_batches") != 0
             or trainer.get("enable_checkpointing") is not False or trainer.get("accelerator") not in ("auto", "cpu")
             or torch.cuda.is_available() or not trainer.get("max_epochs")
             or load(config["data"]["class_path"]).on_after_batch_transfer
             is not L.LightningDataModule.on_after_batch_transfer):
         return None
+    init = {k: v for k, v in model["init_args"].items() if k not in method.knobs}
     shared = {**config, "seed_everything": None, "trainer": {**trainer, "logger": None},
+              "model": {**model, "init_args": init},
               "data": {**config["data"], "init_args": {**config["data"]["init_args"], "seed": None}}}
     return json.dumps(shared, sort_keys=True, default=str)
 
 
 def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     """Runs of one `pack_key`, trained as one packed MLP, then each tested and written as `fit_resolved` writes
-    it: the same initial weights, data order and updates, so the same results up to float rounding. Each run's
-    `wall_time_s` is its share of the packed training time."""
-    built = [build(config) for config in configs]
-    start = time.perf_counter()
-    for _, env, _, _ in built:
+    it: the same initial weights, data order, random draws and updates, so the same results up to float
+    rounding. Each run's `wall_time_s` is its share of the packed set-up and training time."""
+    built, members, wall = [], [], 0.0
+    for config in configs:  # each run seeded and built as alone; its RNG state is the one its training starts from
+        seed, env, model, trainer = build(config)
+        start = time.perf_counter()
         env.setup("fit")
-    members = [Member(model.net, env.train_data, env.seed) for _, env, model, _ in built]
+        wall += time.perf_counter() - start
+        built.append((seed, env, model, trainer))
+        members.append(Member(model.net, env.train_data, env.seed, model.hparams.lr, model.hparams.weight_decay,
+                              torch.get_rng_state()))
+    start = time.perf_counter()
     _, env, model, trainer = built[0]
-    epochs, hp = trainer.max_epochs, model.hparams
-    packed, losses, correct = fit_packed(members, hp.lr, env.batch_size, epochs, hp.weight_decay)
+    epochs = trainer.max_epochs
+    method = METHODS[type(model)]([b[2] for b in built], [b[1] for b in built])
+    packed, losses, correct = fit_packed(members, env.batch_size, epochs, method)
     unpack(packed, [m.net for m in members])
-    wall = (time.perf_counter() - start) / len(built)
+    wall = (wall + time.perf_counter() - start) / len(built)
     n = len(members[0].data.y)
     sizes = torch.tensor([len(rows) if isinstance(rows, Tensor) else rows.stop - rows.start
                           for rows in TensorLoader(members[0].data, env.batch_size, shuffle=True).indices()])
@@ -142,5 +153,6 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
         # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
         set_fit_progress(trainer, epochs, epochs * per_epoch)
         model.samples_seen = epochs * n
+        torch.set_rng_state(members[i].rng)  # what the test (the probe's head) draws from, as after its own fit
         paths.append(finish_fit(trainer, model, env, seed, wall))
     return paths

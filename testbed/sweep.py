@@ -45,8 +45,9 @@ class Sweep:
             axes stay at their last value, the largest as a user lists them; non-numeric axes such as `config`
             and `model` are crossed: a scaling study along each axis for the cost of one) or `random` (`samples`
             draws, seeded per axis name so that adding an axis never changes the draws of the others).
-        pack: train runs that differ only in their seed as one batched model where that gives the same
-            results (ERM on an MLP, no validation or checkpoints: `testbed.runner.pack_key`).
+        pack: train runs that differ only in their seed and hyperparameter draws (lr, weight_decay, GroupDRO's
+            eta) as one batched model where that gives the same results (ERM, Oracle or GroupDRO on an MLP, no
+            validation or checkpoints: `testbed.runner.pack_key`).
         hparams: hyperparameters drawn at every scale point, apart from the axes: `config.key: [values]` or
             `{low, high, log}`, or `default` for the ranges each baseline declares (`Baseline.tunable`).
         draws: how many hyperparameter draws per scale point (each value seeded by `hparams_seed`, the draw and
@@ -293,11 +294,27 @@ def execute_job(runs: list[Run], root: Path) -> list[str]:
     return ["skipped" if outs[run.id] is None else "done" for run in runs]
 
 
+# --- packing (issue 17): grouping runs into packed jobs and saying what packs ---
 def packs(runs: list[Run]) -> list[list[Run]]:
-    """The runs grouped into jobs: those of one `pack_key` together, every other run alone."""
+    """The runs grouped into jobs: those of one `pack_key` together (seeds and hyperparameter draws of one
+    scale point), every other run alone."""
     from testbed.runner import pack_key
 
     jobs: dict[str, list[Run]] = {}
     for run in runs:
         jobs.setdefault(pack_key(run.config) or run.id, []).append(run)
     return list(jobs.values())
+
+
+def pack_summary(jobs: list[list[Run]]) -> str:
+    """What packs, per baseline: e.g. `8 runs train in 2 packed models (ERM 4, Oracle 4); 2 one by one (IRM 2)`."""
+    def per_model(runs: list[Run]) -> str:
+        names = [run.config["model"]["class_path"].rsplit(".", 1)[-1] for run in runs]
+        counts = ", ".join(f"{name} {names.count(name)}" for name in sorted(set(names)))
+        return f" ({counts})" if counts else ""
+
+    packed = [run for job in jobs if len(job) > 1 for run in job]
+    alone = [run for job in jobs if len(job) == 1 for run in job]
+    return (f"{len(packed)} runs train in {sum(len(job) > 1 for job in jobs)} packed models{per_model(packed)}; "
+            f"{len(alone)} one by one{per_model(alone)}")
+# --- end packing ---

@@ -22,23 +22,27 @@ def fit_args(run: Run, out: Path) -> list[str]:
 
 
 def members(arch: str, n: int = 3) -> list[Member]:
+    """n nets and data sets, each with its own seed, learning rate and weight decay (0 for the first)."""
     out = []
     for seed in range(n):
         torch.manual_seed(seed)
         env = SpuriousShapes(n_train=300, n_val=10, n_test=10, image_size=8, seed=seed)
         env.setup()
-        out.append(Member(build_backbone(arch, env.input_shape, 2, 8, 2), env.train_data, seed))
+        net = build_backbone(arch, env.input_shape, 2, 8, 2)
+        out.append(Member(net, env.train_data, seed, lr=1e-2 / (seed + 1), weight_decay=1e-3 * seed))
     return out
 
 
-def test_packed_losses_and_weights_match_sequential_runs():
+def test_packed_losses_and_weights_match_sequential_runs_with_their_own_lr_and_weight_decay():
     packed_members, sequential_members = members("mlp"), members("mlp")
-    model, packed, _ = fit_packed(packed_members, lr=1e-2, batch_size=64, epochs=3, weight_decay=1e-3)
-    sequential = torch.stack([train_sequential(m, 1e-2, 64, 3, 1e-3) for m in sequential_members], dim=1)
+    model, packed, _ = fit_packed(packed_members, batch_size=64, epochs=3)
+    sequential = torch.stack([train_sequential(m, 64, 3) for m in sequential_members], dim=1)
     assert packed.shape == sequential.shape == (15, 3)
-    assert (packed - sequential).abs().max() <= 1e-5
-    first = sequential_members[1].net[1].weight.detach().t()
-    assert torch.allclose(model.weights[0][1], first, atol=1e-5)
+    assert (packed - sequential).abs().max() <= 1e-6
+    for i, m in enumerate(sequential_members):
+        assert torch.allclose(model.weights[0][i], m.net[1].weight.detach().t(), atol=1e-6)
+    # Each model followed its own settings: the trajectories part.
+    assert (packed[-1, 0] - packed[-1, 2]).abs() > 1e-3
 
 
 def test_only_mlps_of_one_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
@@ -46,7 +50,7 @@ def test_only_mlps_of_one_shape_are_packed_and_others_fall_back_with_a_log_line(
     cnns = members("cnn", n=2)
     assert not packable([m.net for m in cnns])
     with caplog.at_level(logging.INFO, logger="testbed.packed"):
-        losses = train_many(cnns, lr=1e-3, batch_size=64, epochs=1)
+        losses = train_many(cnns, batch_size=64, epochs=1)
     assert losses.shape == (5, 2) and "training them sequentially" in caplog.text
 
 
@@ -78,25 +82,30 @@ def test_sweep_runs_built_from_the_resolved_config_write_what_a_fresh_cli_writes
         assert len(train) == 2 and all(0 <= float(r["train/acc"]) <= 1 for r in train)
 
 
-def test_a_sweep_packs_seeds_of_erm_mlps_and_writes_what_sequential_runs_write(tmp_path, capsys):
-    """Packed (the default) and unpacked runs of one sweep: the same files, progress and results, the
-    training log equal up to float rounding; Oracle runs cannot be packed and run one by one."""
+def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_and_group_dro_and_writes_what_sequential_runs_write(
+        tmp_path, capsys):
+    """Packed (the default) and unpacked runs of one sweep of seeds x hyperparameter draws (lr and weight decay,
+    and GroupDRO's eta): the same files, progress and results, the training log equal up to float rounding."""
     sweep = {"name": "p", "configs": [str(CONFIGS / "envs" / "confounded.yaml")],
              "args": {"data.n_train": 300, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 2,
                       "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "model.width": 8,
-                      "data.batch_size": 64},
-             "axes": {"model": ["ERM", "Oracle"]}, "seeds": [0, 1, 2]}
+                      "data.batch_size": 64, "data.image_size": 12, "model.probe": False},
+             "axes": {"model": ["ERM", "Oracle", "GroupDRO"]}, "seeds": [0, 1], "hparams": "default", "draws": 2}
     from testbed.executors import run_sweep
 
     for pack in (True, False):
         (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))
-        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 6
-    assert "packing: 3 runs train in 1 packed models; 3 one by one" in capsys.readouterr().out
-    for run in (tmp_path / "True").iterdir():
-        if not run.is_dir():
-            continue
+        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 12
+    out = capsys.readouterr().out
+    assert "packing: 12 runs train in 3 packed models (ERM 4, GroupDRO 4, Oracle 4); 0 one by one;" in out
+    runs = [run for run in (tmp_path / "True").iterdir() if run.is_dir()]
+    draws = {json.dumps(json.loads((run / "run.json").read_text())["hparams"], sort_keys=True) for run in runs}
+    assert len(runs) == 12 and len(draws) == 4  # draws are seeded per key: ERM and Oracle share theirs
+    for run in runs:
         other = tmp_path / "False" / run.name
         assert {f.name for f in run.iterdir()} == {f.name for f in other.iterdir()}
+        described = [json.loads((d / "run.json").read_text()) for d in (run, other)]
+        assert described[0] == {**described[1], "sweep": "True"}  # the same run, axes and draw
         a, b = (json.loads((d / "results.json").read_text()) for d in (run, other))
         for key in ("model", "seed", "params", "n_train", "steps", "epochs", "train_samples", "train_flops"):
             assert a[key] == b[key], key
@@ -104,7 +113,7 @@ def test_a_sweep_packs_seeds_of_erm_mlps_and_writes_what_sequential_runs_write(t
         # Both score the final model's validation samples and record convergence and the ceiling.
         assert {"val/acc_id", "val/acc_avg", "val/acc_wg", "val/ood:corr=0.10/acc"} <= a["metrics"].keys()
         assert a["convergence"]["converged"] == b["convergence"]["converged"] and a["ceiling"] == b["ceiling"] == 0.75
-        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-3
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-5
         assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
         rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
         assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]

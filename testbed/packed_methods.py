@@ -1,0 +1,65 @@
+"""Which baselines train packed (`testbed.packed`), and what each adds to ERM's packed step.
+
+A baseline packs when its training step is the cross-entropy of an MLP on a batch of its data, combined by
+arithmetic that can run for N models at once: ERM (the mean), Oracle (the mean over its own intervened
+batch) and GroupDRO (group weights q per model). `knobs` are the model arguments that are per-model scalars:
+runs that differ only in them (and in their seed) train as one packed model.
+"""
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from testbed.baselines import ERM, GroupDRO, Oracle
+from testbed.baselines.oracle import intervened
+from testbed.envs.base import Batch, ShiftedEnv
+from testbed.module import Baseline
+from testbed.packed import Method
+
+
+class PackedERM(Method):
+    knobs: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")
+
+    def __init__(self, models: list[Baseline], envs: list[ShiftedEnv]) -> None:
+        self.models, self.envs = models, envs
+
+
+class PackedOracle(PackedERM):
+    """Each model's batch intervened as its sequential run's is, from that run's own RNG state."""
+
+    draws = True
+
+    def batch(self, i: int, batch: Batch) -> Batch:
+        return intervened(self.envs[i], batch)
+
+
+class PackedGroupDRO(PackedERM):
+    """GroupDRO's online mirror ascent with q `[N, groups]` and eta `[N]`. A group absent from a batch has risk
+    0 here, so its weight is multiplied by exp(0) = 1 and adds 0 to the loss: the sequential update, which
+    touches only the groups present, to float rounding."""
+
+    knobs = (*PackedERM.knobs, "eta")
+
+    def __init__(self, models: list[Baseline], envs: list[ShiftedEnv]) -> None:
+        super().__init__(models, envs)
+        self.n_attr, n_groups = envs[0].n_attr, envs[0].n_groups
+        self.q = torch.full((len(models), n_groups), 1.0 / n_groups)
+        self.eta = torch.tensor([[m.hparams.eta] for m in models], dtype=self.q.dtype)
+
+    def loss(self, losses: Tensor, batch: Batch) -> Tensor:
+        g = batch.y * self.n_attr + batch.a
+        sums = torch.zeros_like(self.q).scatter_add_(1, g, losses)
+        counts = torch.zeros_like(self.q).scatter_add_(1, g, torch.ones_like(losses))
+        risks = sums / counts.clamp(min=1)
+        self.q *= torch.exp(self.eta * risks.detach())
+        self.q /= self.q.sum(1, keepdim=True)
+        return (self.q * risks).sum(1)
+
+    def finish(self) -> None:
+        for model, q in zip(self.models, self.q):
+            model.q = q.clone()
+
+
+# Exact classes: a subclass may change the training step.
+METHODS: dict[type, type[PackedERM]] = {ERM: PackedERM, Oracle: PackedOracle, GroupDRO: PackedGroupDRO}
