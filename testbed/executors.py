@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from testbed.errors import ConfigError, check_positive
 from testbed.files import write_atomic
-from testbed.sweep import Run, execute_job, expand, identify, load_sweep, pack_summary, packs
+from testbed.stages import forget, orphans, release, staged_runs, stale, waves
+from testbed.sweep import Run, execute_job, load_sweep, pack_summary, packs
 
 
 def _quiet_worker(threads: int) -> None:
@@ -149,24 +150,32 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     """Expand the sweep, check every run's config, then run those not yet done."""
     check_positive("workers", workers)
     sweep = load_sweep(config)
-    runs = expand(sweep)
-    identify(runs)  # every run parses before anything starts
-    runs = list({run.id: run for run in runs}.values())
     root = (out / sweep.name).resolve()
-    pending = [run for run in runs if not (root / run.id / "done").exists()]
+    runs = staged_runs(sweep, root)  # every run parses before anything starts
+    runs = list({run.id: run for run in runs}.values())
+    pending = stale(runs, root)  # not done, or a child of a parent that runs again
     print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(pending)} already done, in {root}")
     if dry_run:
         for run in runs:
-            print(run.id, run.axes, f"seed={run.seed}")
+            print(run.id, run.axes, f"seed={run.seed}", *([f"stage={run.stage}"] if run.stage else []))
         return Counter()
     write_atomic(root / "sweep.yaml", Path(config).read_text())
     # The runs of this sweep file as it is run now: the analysis reads only these (an edited file's old runs stay).
     write_atomic(root / "manifest.json", json.dumps({"sweep": sweep.name, "runs": [run.id for run in runs]}) + "\n")
+    forget(pending, root)
     jobs = packs(pending) if sweep.pack else [[run] for run in pending]
     if sweep.pack and pending:
         print(f"packing: {pack_summary(jobs)}; packing needs runs that differ only in their seed and lr, weight_decay "
               "or eta, of ERM, Oracle or GroupDRO on an mlp backbone, without validation or checkpoints, on the CPU")
-    statuses = run_ray(jobs, root, address) if executor == "ray" else run_local(jobs, root, workers)
+    statuses = []
+    for wave in waves(pending, sweep):  # stages in dependency order; a sweep without stages is one wave
+        lost = orphans(wave, root)
+        ready = [run for run in wave if run.id not in {r.id for r in lost}]
+        jobs = packs(ready) if sweep.pack else [[run] for run in ready]
+        statuses += ["failed"] * len(lost)
+        if jobs:
+            statuses += run_ray(jobs, root, address) if executor == "ray" else run_local(jobs, root, workers)
+        release(runs, root, sweep.keep_checkpoints)
     counts = Counter(statuses)
     print(f"sweep {sweep.name}: {counts['done']} ran, {counts['failed']} failed, "
           f"{len(runs) - len(pending)} skipped; results in {root}")

@@ -36,6 +36,7 @@ from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints,
 from testbed.files import write_atomic
 from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
 from testbed.line import LINE_BASELINE, on_the_line
+from testbed.online_report import online_section
 from testbed.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 
 AXES = {"params": ("parameters", "at the largest training set and budget"),
@@ -328,6 +329,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     if probe_lines:
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
                 ""]
+    online_lines, _ = online_section(sweep_dir, figures, all_runs)  # Online / ContinualFinetune runs (issue 14)
+    out += ["## Online training", "", *online_lines, ""] if online_lines else []
     out += ["## Criterion", "", criterion(), ""]
     if seeds < MIN_SEEDS:
         out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]

@@ -25,6 +25,7 @@ import yaml
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Space, draw_all, parse_space
 from testbed.results import write_atomic
+from testbed.stages import check_stages, record_parent
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader where PyYAML has it: much faster
 
@@ -53,6 +54,8 @@ class Sweep:
         draws: how many hyperparameter draws per scale point (each value seeded by `hparams_seed`, the draw and
             its key); without it, the grid of the lists in `hparams`.
         hparams_seed: the seed of the draws.
+        stages: runs that start from an earlier stage's run at the same scale point and seed (`testbed.stages`).
+        keep_checkpoints: keep every stage parent's final checkpoint, not only while a child still needs it.
     """
 
     name: str
@@ -67,6 +70,8 @@ class Sweep:
     hparams: dict[str, Any] | str | None = None
     draws: int | None = None
     hparams_seed: int = 0
+    stages: dict[str, dict[str, Any]] | None = None
+    keep_checkpoints: bool = False
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Run:
     draw: int = 0  # index of the hyperparameter draw
     id: str = ""
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved `fit` config, from `identify`
+    stage: str = ""  # the sweep stage of the run (`testbed.stages`), if the sweep has stages
+    parent: str = ""  # the id of the run whose final weights this one starts from
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -120,6 +127,11 @@ def load_sweep(path: str | Path) -> Sweep:
             if key in sweep.axes:
                 raise ConfigError(f"sweep.hparams.{key}: also a scale axis; a key is either swept (axes) or tuned "
                                   "(hparams)")
+    if sweep.stages is not None:
+        check_stages(sweep.stages, sweep.axes)
+    if not isinstance(sweep.keep_checkpoints, bool):
+        raise ConfigError(f"sweep.keep_checkpoints: {sweep.keep_checkpoints!r} is not allowed; choose one of true, "
+                          "false")
     if sweep.hparams == "default" and sweep.draws is None:
         raise ConfigError("sweep.draws: required with hparams: default (its ranges are drawn); e.g. draws: 3")
     for file in sweep.configs + list(config_files(sweep).values()):
@@ -290,6 +302,7 @@ def execute_job(runs: list[Run], root: Path) -> list[str]:
             write_atomic(outs[run.id] / "error.txt", traceback.format_exc())
         return ["skipped" if outs[run.id] is None else "failed" for run in runs]
     for run in todo:
+        record_parent(run, outs[run.id])
         write_atomic(outs[run.id] / "done", "")
     return ["skipped" if outs[run.id] is None else "done" for run in runs]
 

@@ -1,48 +1,67 @@
 """Online: passive and interventional learning in a confounded deployment stream."""
 
+import json
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, results, run_cli
+from conftest import CONFIGS, run_cli
 
 from testbed.baselines import Online
 from testbed.envs import Batch, SpuriousShapes
 from testbed.errors import ConfigError
+from testbed.online_report import online_table, read_runs
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
-ONLINE = str(CONFIGS / "baselines" / "online.yaml")
-FAST = [*QUIET, "--data.image_size=14", "--data.n_val=1000", "--data.n_test=1000"]
+BUDGET = 30000
 
 
-def test_interventions_remove_the_reliance_that_passive_online_learning_keeps(workdir):
-    """An ERM model deployed in the confounded stream keeps learning: passively it stays on the colour;
-    intervening on the colour of its queries brings it to the Oracle trained on as many samples."""
-    run_cli("fit", "-c", CONFOUNDED, "-c", str(CONFIGS / "baselines" / "erm.yaml"), *FAST, "--trainer.max_epochs=3")
-    (ckpt,) = (workdir / "runs/lightning_logs/version_0/checkpoints").glob("*.ckpt")
-    for mode in ("passive", "interventional"):
-        run_cli("fit", "-c", CONFOUNDED, "-c", ONLINE, *FAST, f"--model.mode={mode}", f"--model.init_ckpt={ckpt}")
-    run_cli("fit", "-c", CONFOUNDED, "-c", str(CONFIGS / "baselines" / "oracle.yaml"), *FAST, "--trainer.max_epochs=4")
-    erm, passive, active, oracle = (results(workdir / f"runs/lightning_logs/version_{i}") for i in range(4))
-    rev, rel = "test/ood:corr=0.10/acc", "test/spurious_reliance"
-    assert erm["metrics"][rel] >= 0.8
-    assert active["train_samples"] == passive["train_samples"] == oracle["train_samples"] == 40000
-    assert passive["metrics"][rel] >= 0.7 and passive["metrics"][rev] <= 0.3
-    assert passive["online"]["samples_to_target"] is None
-    assert active["metrics"][rel] <= 0.15
-    assert abs(active["metrics"][rev] - oracle["metrics"][rev]) <= 0.07
-    curve = active["online"]["curve"]
-    assert curve[0] == {"samples": 0, "shifted_acc": pytest.approx(erm["metrics"]["test/acc_worst_env"])}
-    assert curve[-1]["samples"] == 40000
-    assert curve[-1]["shifted_acc"] == pytest.approx(active["metrics"]["test/acc_worst_env"])
-    assert 0 < active["online"]["samples_to_target"] <= 40000
+def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_intervening(workdir):
+    """A staged sweep: ERM on the confounded regime, then Online from its checkpoint at fractions 0, 0.3 and 1, and
+    the Oracle. Spurious reliance falls as the fraction rises; passive (fraction 0) keeps ERM's; intervening on every
+    query brings the model to the Oracle trained on as many samples, and the interventions it needed to reach 95%
+    of the Oracle's shifted worst-group accuracy are resolved against the Oracle at the same width."""
+    sweep = {"name": "dose", "configs": [CONFOUNDED], "seeds": [0],
+             "args": {"data.image_size": 14, "data.n_val": 1000, "data.n_test": 1000, "model.arch": "mlp",
+                      "model.width": 256, "model.probe": False, "trainer.enable_checkpointing": False},
+             "stages": {"pretrain": {"args": {"model": "ERM", "trainer.max_epochs": 3}},
+                        "online": {"from": "pretrain", "axes": {"model.fraction": [0.0, 0.3, 1.0]},
+                                   "args": {"model": "Online", "model.budget": BUDGET, "model.eval_every": 20}},
+                        "oracle": {"args": {"model": "Oracle", "trainer.max_epochs": 3}}}}
+    (workdir / "dose.yaml").write_text(json.dumps(sweep))
+    run_cli("sweep", "-c", "dose.yaml", "--out", "out")
+    runs = read_runs(workdir / "out/dose")
+    metric = lambda baseline, key: runs[runs.baseline == baseline]["results"].map(lambda r: r["metrics"][key])  # noqa
+    rel, rev = "test/spurious_reliance", "test/ood:corr=0.10/acc"
+    (erm_rel,), (oracle_rev,) = metric("ERM", rel), metric("Oracle", rev)
+    online = online_table(runs).set_index("fraction")
+    assert erm_rel >= 0.8
+    assert online.loc[0.0, "reliance"] >= erm_rel - 0.1  # passive keeps ERM's reliance on the colour
+    assert online.loc[0.0, "reliance"] + 0.05 >= online.loc[0.3, "reliance"] >= online.loc[1.0, "reliance"] - 0.05
+    assert online.loc[1.0, "reliance"] <= 0.15
+    assert abs(online.loc[1.0, "results"]["metrics"][rev] - oracle_rev) <= 0.07
+    assert online.loc[0.0, "interventions"] == 0 and online.loc[1.0, "interventions"] == BUDGET
+    assert abs(online.loc[0.3, "interventions"] - 0.3 * BUDGET) <= 0.01 * BUDGET
+    oracle_wg = metric("Oracle", "test/acc_wg").iloc[0]
+    assert np.allclose(online["target"], 0.95 * oracle_wg)  # the Oracle at the same width
+    assert 0 < online.loc[1.0, "interventions_to_target"] <= BUDGET
+    assert np.isnan(online.loc[0.0, "interventions_to_target"])
+    curve = online.loc[1.0, "results"]["online"]["curve"]
+    assert curve[0]["samples"] == curve[0]["interventions"] == 0 and curve[-1]["samples"] == BUDGET
+    assert curve[-1]["shifted_acc"] == pytest.approx(online.loc[1.0, "results"]["metrics"]["test/acc_worst_env"])
+    parent = online.loc[1.0, "results"]["parent"]["run"]
+    assert runs.set_index("run").loc[parent, "baseline"] == "ERM"
+    first = online.loc[0.0, "results"]["online"]["curve"]  # before any online step: the ERM model itself
+    assert first[0]["shifted_acc"] == pytest.approx(metric("ERM", "test/acc_worst_env").iloc[0])
     # Prequential accuracy on the confounded stream: the colour pays there, so the passive learner scores higher.
-    assert passive["online"]["curve"][-1]["prequential_acc"] > active["online"]["curve"][-1]["prequential_acc"]
+    assert first[-1]["prequential_acc"] > curve[-1]["prequential_acc"]
 
 
 def test_without_a_renderer_online_queries_and_without_query_it_says_what_is_missing():
     env = SpuriousShapes(n_train=512, n_val=64, n_test=64, image_size=8)
     env.interventions = ()  # as a dataset without a renderer
-    model = Online(budget=512, input_shape=env.input_shape)
+    model = Online(fraction=1.0, budget=512, input_shape=env.input_shape)
     with pytest.raises(ConfigError, match=r"needs an environment that can set the spurious attribute, by "
                                           r"intervene\(a=...\) or query\(a=...\); SpuriousShapes offers neither"):
         model.check_env(env)

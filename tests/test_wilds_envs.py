@@ -98,7 +98,7 @@ def test_query_draws_training_samples_with_the_attribute(root):
 def test_online_learner_queries_a_dataset_without_a_renderer(root):
     """Queried samples are raw uint8 like the stored data; Online turns them into model inputs first."""
     env = Waterbirds(root=root, image_size=8, batch_size=8)
-    model = Online(mode="interventional", fraction=0.5, budget=32, arch="mlp", width=8,
+    model = Online(fraction=0.5, budget=32, arch="mlp", width=8,
                    input_shape=env.input_shape, n_classes=env.n_classes)
     model.check_env(env)
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -1,0 +1,78 @@
+"""The report's "Online training" section, from sweep folders in the exact on-disk format of `testbed sweep`."""
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+from fake_runs import aggregate_metrics, write_manifest, write_run
+
+from testbed.online_report import needed, online_table, read_runs, to_target
+
+WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
+FRACTIONS = [0.0, 0.1, 1.0]
+ORACLE_WG = 0.6  # target: 0.95 * 0.6 = 0.57
+
+
+def online_run(sweep: Path, run_id: str, width: int, seed: int, fraction: float) -> None:
+    """An Online run whose shifted worst-group accuracy climbs by a rate that grows with the model size and with
+    the fraction; passive (fraction 0) never leaves ERM's 0.1. 20 rounds of 500 samples."""
+    rate = fraction * (1 + WIDTHS[width] / 2e4) * (1 + 0.05 * seed) / 4000
+    curve = [{"samples": 500 * k, "interventions": round(500 * k * fraction),
+              "shifted_wg": min(0.65, 0.1 + rate * 500 * k)} for k in range(21)]
+    final = curve[-1]["shifted_wg"]
+    write_run(sweep, run_id, baseline="Online", seed=seed, width=width, params=WIDTHS[width],
+              metrics=aggregate_metrics(0.8, final, final, reliance=0.9 - final))
+    run, res = (json.loads((sweep / run_id / name).read_text()) for name in ("run.json", "results.json"))
+    run |= {"stage": "online", "parent": f"erm-{width}-{seed}"}
+    run["axes"]["model.fraction"] = fraction
+    res["online"] = {"fraction": fraction, "selection": "random", "interventions": curve[-1]["interventions"],
+                     "curve": curve}
+    (sweep / run_id / "run.json").write_text(json.dumps(run))
+    (sweep / run_id / "results.json").write_text(json.dumps(res))
+
+
+def continual_run(sweep: Path, run_id: str, width: int, seed: int) -> None:
+    write_run(sweep, run_id, baseline="ContinualFinetune", seed=seed, width=width, params=WIDTHS[width],
+              metrics=aggregate_metrics(0.9, 0.3, 0.1, reliance=0.9))
+    changes = [{}, {"train_corrs": [0.1]}, {"spurious_feature": "background"}]
+    phases = [{"phase": k, "changes": c, "metrics": {f"p{k}": {"acc": 0.9, "spurious_reliance": 0.9 - 0.01 * seed}}}
+              for k, c in enumerate(changes)]
+    res = json.loads((sweep / run_id / "results.json").read_text())
+    (sweep / run_id / "results.json").write_text(json.dumps({**res, "phases": phases}))
+
+
+def test_interventions_to_target_come_from_the_first_curve_point_at_the_target():
+    curve = [{"samples": 0, "interventions": 0, "shifted_wg": 0.1},
+             {"samples": 100, "interventions": 30, "shifted_wg": 0.57},
+             {"samples": 200, "interventions": 60, "shifted_wg": 0.7}]
+    assert to_target(curve, 0.57) == (100, 30)
+    assert to_target(curve, 0.8) is None
+
+
+def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_verdicts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "runs/online"
+    for width, params in WIDTHS.items():
+        for seed in range(3):
+            for baseline, wg, rel in (("ERM", 0.1, 0.9), ("Oracle", ORACLE_WG, 0.05)):
+                write_run(sweep, f"{baseline}-{width}-{seed}", baseline=baseline, seed=seed, width=width,
+                          params=params, metrics=aggregate_metrics(0.8, wg, wg, reliance=rel))
+            for i, fraction in enumerate(FRACTIONS):
+                online_run(sweep, f"online-{width}-{seed}-{i}", width, seed, fraction)
+            continual_run(sweep, f"continual-{width}-{seed}", width, seed)
+    write_manifest(sweep)
+
+    online = online_table(read_runs(sweep))
+    assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
+    assert online.loc[online["fraction"] == 0, "interventions_to_target"].isna().all()  # passive never reaches it
+    need = needed(online).groupby("params")["interventions"].mean()
+    assert need.is_monotonic_decreasing and need.iloc[0] > need.iloc[-1]  # at fraction 0.1, the cheapest dose
+
+    run_cli("report", str(sweep))
+    report = (sweep / "report.md").read_text()
+    section = report.split("## Online training", 1)[1].split("\n## ", 1)[0]
+    assert "**Interventions to target vs parameters: larger models need fewer interventions** (x0." in section
+    assert "decades per decade of parameters [" in section
+    assert "reliance on the new attribute vs parameters: does not close** (larger models learn the new" in section
+    assert "| 100,000 | 3 | 0.1 |" in section
+    assert (sweep / "figures/online_dose_confounded.png").exists()
