@@ -85,9 +85,9 @@ def test_hparams_grid_is_crossed_with_every_scale_point_and_recorded(tmp_path, m
     assert {(r.axes["model.width"], r.draw, r.hparams["model.lr"], r.seed) for r in runs} == {
         (w, d, lr, s) for w in (8, 16) for d, lr in enumerate((1e-3, 1e-2)) for s in (0, 1)}
     assert all(r.config["model"]["init_args"]["lr"] == r.hparams["model.lr"] for r in runs)
-    # The seeds of one draw pack together; draws do not.
+    # The seeds and lr draws of one scale point pack together.
     assert sorted(sorted((r.axes["model.width"], r.draw, r.seed) for r in job) for job in packs(runs)) == [
-        [(w, d, 0), (w, d, 1)] for w in (8, 16) for d in (0, 1)]
+        [(w, d, s) for d in (0, 1) for s in (0, 1)] for w in (8, 16)]
     run_cli("sweep", "-c", str(sweep), "--out", "out")
     recorded = [json.loads((d / "run.json").read_text()) for d in finished(tmp_path / "out/s")]
     assert sorted((r["draw"], r["hparams"]["model.lr"]) for r in recorded) == [(0, 1e-3)] * 4 + [(1, 1e-2)] * 4
