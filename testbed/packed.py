@@ -130,22 +130,17 @@ class PackedAdam:
             p.sub_(step_size.view(per_model) * m / denom)
 
 
-def batches(members: list[Member], batch_size: int, epochs: int, method: Method,
-            max_steps: int = -1) -> Iterator[Batch]:
+def batches(members: list[Member], batch_size: int, epochs: int, method: Method) -> Iterator[Batch]:
     """The members' training batches stacked (`x` `[N, B, ...]`, `y` and `a` `[N, B]`) step by step, each
-    member's rows in the order `TensorLoader` gives its single run, for `epochs` epochs or `max_steps` steps
-    (-1: no step limit). Inputs are gathered into one reused buffer: allocating a fresh multi-megabyte tensor
-    per step costs page faults that outweigh a small model's step."""
+    member's rows in the order `TensorLoader` gives its single run, for `epochs` epochs. Inputs are gathered into
+    one reused buffer: allocating a fresh multi-megabyte tensor per step costs page faults that outweigh a small
+    model's step."""
     loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in members]
     x = members[0].data.x
     buffer = x.new_empty(len(members), batch_size, *x.shape[1:])
     plain = type(method).batch is Method.batch
-    step = 0
     for _ in range(epochs):
         for rows in zip(*(loader.indices() for loader in loaders)):
-            if step == max_steps:
-                return
-            step += 1
             xs, ys, as_ = buffer[:, :len(rows[0])], [], []
             for i, (m, r) in enumerate(zip(members, rows)):
                 if plain:
@@ -164,15 +159,15 @@ def batches(members: list[Member], batch_size: int, epochs: int, method: Method,
             yield Batch(xs, torch.stack(ys), torch.stack(as_), None, None)
 
 
-def fit_packed(members: list[Member], batch_size: int, epochs: int, method: Method | None = None,
-               max_steps: int = -1) -> tuple[PackedMLP, Tensor, Tensor]:
+def fit_packed(members: list[Member], batch_size: int, epochs: int,
+               method: Method | None = None) -> tuple[PackedMLP, Tensor, Tensor]:
     """Train the members' MLPs as one `PackedMLP`, each with its own lr and weight decay; returns it, the mean
     training losses and the correct predictions `[steps, N]`."""
     method = method or Method()
     model = PackedMLP([m.net for m in members])
     opt = PackedAdam(list(model.parameters()), [m.lr for m in members], [m.weight_decay for m in members])
     losses, correct = [], []
-    for batch in batches(members, batch_size, epochs, method, max_steps):
+    for batch in batches(members, batch_size, epochs, method):
         logits = model(batch.x)
         ce = F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none").view(batch.y.shape)
         loss = method.loss(ce, batch)

