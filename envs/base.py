@@ -215,10 +215,8 @@ class ShiftedEnv(L.LightningDataModule):
         """A generator seeded by the seed, the sub-environment's name, the split and what `variant` changed:
         adding or reordering sub-environments never changes another one's samples, validation samples are drawn
         apart from test samples, and a variant's samples apart from the original's."""
-        key = f"{self.seed}/{spec.name}/{split}"
-        if self.changes:
-            key += "/" + json.dumps(self.changes, sort_keys=True, default=str)
-        return torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        salt = json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""
+        return torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{spec.name}/{split}/{salt}".encode()))
 
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         """Generate or load the samples of one sub-environment; `index` is its position in `specs`. Held-out

