@@ -29,8 +29,7 @@ def test_subg_and_jtt_beat_erm_on_the_reversed_environment(workdir):
     reliance = {n: r["metrics"]["test/spurious_reliance"] for n, r in runs.items()}
     assert rev["erm"] <= 0.3 and reliance["erm"] >= 0.7
     assert rev["resample"] >= rev["erm"] + 0.3 and reliance["resample"] <= reliance["erm"] - 0.3
-    assert rev["jtt"] >= rev["erm"] + 0.15 and reliance["jtt"] <= reliance["erm"] - 0.2  # 0.16 and 0.23 since samples
-    # are seeded by sub-environment name
+    assert rev["jtt"] >= rev["erm"] + 0.15 and reliance["jtt"] <= reliance["erm"] - 0.25
     kept = runs["resample"]["resample"]["kept"]  # 4 groups of the smallest size: 15% of 5000 disagree, so ~4 x 375
     assert kept % 4 == 0 and 1200 < kept < 1800
     assert 0 < runs["jtt"]["jtt"]["error_set"] < 5000 / 2
