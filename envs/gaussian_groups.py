@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split
 from testbed.errors import ConfigError, check_positive
 
 
@@ -29,7 +29,8 @@ class GaussianGroups(ShiftedEnv):
         d_core, d_spu: dimensions of the core and the spurious input.
         sigma_core, sigma_spu: noise standard deviations of each input (Sagawa et al.: 10 and 1).
         n_train: training samples.
-        n_val: held-out samples of the training distribution.
+        n_val: held-out test samples of the training distribution, and the validation samples of each held-out
+            environment (drawn apart from the test samples).
         n_test: samples of the group-balanced test split.
     """
 
@@ -56,9 +57,10 @@ class GaussianGroups(ShiftedEnv):
         z = math.sqrt(self.hparams.d_core) / self.hparams.sigma_core
         return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        h, n = self.hparams, self.sizes[spec.role]
-        gen = self.generator(spec, "train" if spec.role == "train" else "test")
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        """One sub-environment's samples; held-out ones also give `n_val` validation samples, drawn apart."""
+        h, n = self.hparams, self.hparams.n_val if split == "val" else self.sizes[spec.role]
+        gen = self.generator(spec, split)
         y = torch.arange(n) % 2
         agree = torch.zeros(n, dtype=torch.bool)
         for k in range(2):  # in each class, exactly a fraction `corr` in the majority group

@@ -13,7 +13,7 @@ the markers, then k content sets of equal size, then the neutral filler tokens.
 import torch
 from torch import Tensor
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, corr_specs
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, corr_specs
 from testbed.errors import ConfigError, check_positive, check_unit
 
 PAD = 0
@@ -36,7 +36,8 @@ class SpuriousText(ShiftedEnv):
         vocab_size: tokens in the vocabulary (pad, markers, content sets and fillers).
         seq_len: tokens per sequence, the marker included.
         n_train: training samples, split evenly over the training environments.
-        n_val, n_test: samples in each held-out and each shifted environment.
+        n_val, n_test: test samples in each held-out and each shifted environment; every held-out one also
+            gives `n_val` validation samples, drawn apart from its test samples.
     """
 
     interventions = ("a", "causal")
@@ -90,17 +91,17 @@ class SpuriousText(ShiftedEnv):
         self.filler_start = self.content_start + n_classes * self.set_size
         self.n_filler_tokens = vocab_size - self.filler_start
 
-    def size(self, spec: EnvSpec, index: int) -> int:
+    def size(self, spec: EnvSpec, index: int, split: Split) -> int:
         if spec.role != "train":
-            return self.n_val if spec.role == "id" else self.n_test
+            return self.n_val if split == "val" or spec.role == "id" else self.n_test
         k = len(self.names("train"))
         return self.n_train // k + (index < self.n_train % k)
 
-    def make(self, spec: EnvSpec, index: int) -> Batch:
-        """Draw latents from one seeded generator per sub-environment: the evaluation environments do not
-        depend on the training size."""
-        n, k = self.size(spec, index), self.n_classes
-        g = self.generator(spec, "train" if spec.role == "train" else "test")
+    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
+        """Draw latents from one seeded generator per sub-environment and split: the evaluation environments do not
+        depend on the training size, and validation samples are drawn apart from test samples."""
+        n, k = self.size(spec, index, split), self.n_classes
+        g = self.generator(spec, split)
         u = torch.rand(n, 8, generator=g)
         s = (u[:, 0] * k).long().clamp(max=k - 1)
         other = lambda v, col: (v + 1 + (u[:, col] * (k - 1)).long().clamp(max=k - 2)) % k  # noqa: E731

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from testbed.envs import SpuriousShapes
+from testbed.envs import GaussianGroups, SpuriousShapes, SpuriousText
 from testbed.errors import ConfigError
 
 
@@ -32,6 +32,17 @@ def test_validation_samples_are_drawn_apart_from_test_samples():
         val, test = env.val_data[name], env.data[name]
         assert (len(val.y), len(test.y)) == (500, 4000)
         assert not {tuple(z) for z in val.z.tolist()} & {tuple(z) for z in test.z.tolist()}  # no shared latents
+
+
+@pytest.mark.parametrize("env", [SpuriousText(n_train=40, n_val=30, n_test=50),
+                                 GaussianGroups(n_train=40, n_val=30, n_test=50)], ids=["text", "gaussian"])
+def test_token_and_vector_environments_give_validation_samples_apart_from_their_test_samples(env):
+    env.setup()
+    assert list(env.val_data) == env.names("id", "ood")
+    for name in env.names("id", "ood"):
+        val, test = env.val_data[name], env.data[name]
+        assert len(val.y) == 30
+        assert not {tuple(x) for x in val.x.tolist()} & {tuple(x) for x in test.x.tolist()}
 
 
 def test_pixel_noise_is_fresh_per_sample_and_seeded():
