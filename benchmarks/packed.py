@@ -20,8 +20,8 @@ from common import bench_args, interleaved, report, timed
 
 from testbed.backbones import build_backbone
 from testbed.envs import SpuriousShapes
-from testbed.executors import run_sweep
 from testbed.packed import Member, fit_packed, train_sequential
+from testbed.sweep.executors import run_sweep
 
 BATCH, EPOCHS, N_TRAIN = 256, 2, 2048
 SWEEP_N_TRAIN, SWEEP_EPOCHS = 4096, 4  # 64 steps a run: a small quickstart run

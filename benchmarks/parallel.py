@@ -12,11 +12,17 @@ from pathlib import Path
 
 from common import interleaved, pin_threads, report, timed
 
-from testbed.executors import _execute, _quiet_worker
-from testbed.sweep import Run, execute, expand, identify, load_sweep
+from testbed.sweep import Run, expand, load_sweep
+from testbed.sweep.executors import _quiet_worker
+from testbed.sweep.job import execute, execute_job
+from testbed.sweep.resolve import identify
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+
+def _execute(job: tuple[list[Run], Path]) -> list[str]:
+    return execute_job(*job)
 
 def small_runs(n: int) -> list[Run]:
     """The first `n` quickstart runs of the two smallest models."""

@@ -1,4 +1,4 @@
-"""Sweep overhead: quickstart runs through the sweep's run path (`testbed.sweep.execute`: parse, build,
+"""Sweep overhead: quickstart runs through the sweep's run path (`testbed.sweep.job.execute`: parse, build,
 fit, test, write the run folder) vs the same runs in a hand-written loop (generate the data, train, score
 the test stage with the same tallies, write the metrics). Both give the same test metrics (checked).
 The difference on the tiny runs is the fixed cost per run: parsing, set-up, evaluation plumbing, writes.
@@ -21,7 +21,9 @@ from testbed.backbones import build_backbone
 from testbed.cli import resolver
 from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.metrics import summarize, tally, tally_size
-from testbed.sweep import Run, execute, expand, identify, load_sweep
+from testbed.sweep import Run, expand, load_sweep
+from testbed.sweep.job import execute
+from testbed.sweep.resolve import identify
 
 ROOT = Path(__file__).resolve().parents[1]
 # A representative subset of the quickstart sweep: its smallest and its largest model and data sizes.

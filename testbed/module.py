@@ -25,6 +25,11 @@ PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "train_sums", "train_count", "samples_
                          "epochs_done", "checkpoint_steps"})
 
 
+# The environment's attributes that become the model's init arguments of the same name (`testbed fit` links them;
+# sweep runs pass them).
+MODEL_LINKS = ("n_classes", "input_shape", "vocab_size")
+
+
 class Baseline(L.LightningModule):
     """Shared base of every baseline.
 

@@ -1,7 +1,7 @@
 """A corpus of mistyped commands, as a new user types them: each must exit with status 2 and one line on stderr
 that names the field or file and what is allowed, and write nothing.
 
-Every command runs through the real entry point (`testbed.cli.main`) in this process: a subprocess would spend
+Every command runs through the real entry point (`testbed.main.main`) in this process: a subprocess would spend
 seconds importing for each case.
 """
 
@@ -76,6 +76,8 @@ CASES = [
     (["sweep", "-c", "{d}/sweep.yaml", "--workers", "two"], "argument --workers: invalid int value: 'two'"),
     (["sweep", "-c", "{d}/sweep.yaml", "--executor", "dask"], "argument --executor: invalid choice: 'dask'"),
     (["sweep", "-c", "{d}/sweep.yaml", "--out", "{d}/afile"], "out: '{d}/afile' is a file"),
+    (["sweep", "-c", "{d}/sweep_gpu.yaml"], "trainer.accelerator: "),  # checked before any run folder is made
+    (["sweep", "-c", "{d}/sweep_precision.yaml"], "trainer.precision: "),
     # collect, plot, report
     (["collect"], "the following arguments are required: sweep_dir"),
     (["collect", "{d}/missing"], "sweep_dir: '{d}/missing' is not a folder"),
@@ -109,6 +111,9 @@ def files(tmp_path_factory) -> Path:
     whole = (d / "whole.ckpt").read_bytes()
     (d / "truncated.ckpt").write_bytes(whole[: len(whole) // 2])
     (d / "sweep.yaml").write_text(json.dumps({"name": "s", "configs": [ENV], "args": {"model": "ERM"}}))
+    for name, trainer in [("gpu", {"trainer.accelerator": "gpu"}), ("precision", {"trainer.precision": "banana"})]:
+        (d / f"sweep_{name}.yaml").write_text(json.dumps({"name": "s", "configs": [ENV],
+                                                          "args": {"model": "ERM", **trainer}}))
     run = d / "corrupt" / "run0"
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"sweep": "s", "axes": {}, "seed": 0}))

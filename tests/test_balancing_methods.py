@@ -8,7 +8,9 @@ from conftest import CONFIGS, QUIET, cli_error, results, run_cli
 
 from testbed.baselines import ReSample, ReWeight
 from testbed.envs import GaussianGroups
-from testbed.sweep import expand, identify, load_sweep, packs
+from testbed.sweep import expand, load_sweep
+from testbed.sweep.packing import packs
+from testbed.sweep.resolve import identify
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
 NEW = ["JTT", "LfF", "ReSample", "ReWeight", "Mixup", "CORAL", "MMD"]

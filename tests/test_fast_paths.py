@@ -13,12 +13,16 @@ from testbed.backbones import build_backbone
 from testbed.cli import lightning_cli
 from testbed.envs import SpuriousShapes
 from testbed.packed import Member, fit_packed, packable, train_many, train_sequential
-from testbed.sweep import Run, as_arg, execute, expand, identify, load_sweep, run_trainer
+from testbed.sweep import Run, expand, load_sweep
+from testbed.sweep.job import execute
+from testbed.sweep.resolve import identify
+from testbed.sweep.spec import as_arg
+from testbed.trainer import sweep_run
 
 
 def fit_args(run: Run, out: Path) -> list[str]:
     """The `testbed fit` arguments that do what `execute` does for this run."""
-    return ["fit", *run.argv, *(as_arg(f"trainer.{k}", v) for k, v in run_trainer(out).items())]
+    return ["fit", *run.argv, *(as_arg(f"trainer.{k}", v) for k, v in sweep_run(out).items())]
 
 
 def members(arch: str, n: int = 3) -> list[Member]:
@@ -91,7 +95,7 @@ def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_and_group_dro_and_writes_wh
                       "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "model.width": 8,
                       "data.batch_size": 64, "data.image_size": 12, "model.probe": False},
              "axes": {"model": ["ERM", "Oracle", "GroupDRO"]}, "seeds": [0, 1], "hparams": "default", "draws": 2}
-    from testbed.executors import run_sweep
+    from testbed.sweep.executors import run_sweep
 
     for pack in (True, False):
         (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))

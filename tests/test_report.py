@@ -85,15 +85,6 @@ def test_report_of_a_control_sweep_fits_the_closed_loop_return(tmp_path, monkeyp
         assert (tmp_path / f"out/drive/figures/{name}.png").stat().st_size > 1000
 
 
-def test_the_analysis_commands_import_neither_torch_nor_lightning():
-    import subprocess
-    import sys
-
-    code = ("import sys, testbed.tools, testbed.report, testbed.select, testbed.fit_plots, testbed.line; "
-            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
-
-
 def test_each_scale_axis_is_read_with_the_others_at_their_largest():
     # A star design: widths at the largest data and budget, data at the largest width and budget, budgets at both.
     rows = [(p, n, b, seed) for p, n, b in [(10, 100, 300), (100, 100, 300), (1000, 100, 300), (1000, 10, 300),

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import CONFIGS, ROOT, cli_error, run_cli
 
-from testbed.stages import CHECKPOINT, stale
 from testbed.sweep import Run
+from testbed.sweep.stages import CHECKPOINT, stale
 
 TINY = {"data.n_train": 200, "data.n_val": 100, "data.n_test": 100, "data.image_size": 8, "trainer.max_epochs": 1,
         "trainer.enable_checkpointing": False, "model.probe": False}

@@ -1,22 +1,13 @@
-"""Sweeps: a base config crossed with axes (a grid or a seeded random search) and seeds, run resumably.
+"""A sweep file and the runs it describes: load and check it, then expand it into runs (no torch, no Lightning).
 
-A run's identity is a hash of its resolved config. It writes into `<out>/<sweep>/<hash>/`: `run.json`
-(its axis values and arguments) first, then Lightning's `config.yaml` and `metrics.csv`, `results.json`,
-and last a `done` marker, each file written atomically. Running a sweep again skips done runs, redoes
-half-written ones (a run killed mid-way has no `done`), and a failed run leaves `error.txt` without
-stopping the others; it is tried again on the next invocation.
-
-Every run's config is resolved once, up front; a worker builds the run from it (`testbed.runner`) instead of
-parsing its arguments again, which costs more than a tiny run trains.
+A sweep crosses a base config with axes (a grid, a star or a seeded random search), hyperparameter draws and
+seeds. `testbed.sweep.resolve` then resolves each run's config and hashes it into the run's id.
 """
 
-import hashlib
 import itertools
 import json
 import random
-import shutil
-import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +15,7 @@ import yaml
 
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Space, draw_all, parse_space
-from testbed.results import write_atomic
-from testbed.stages import check_stages, record_parent
+from testbed.sweep.stages import check_stages
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader where PyYAML has it: much faster
 
@@ -48,13 +38,14 @@ class Sweep:
             draws, seeded per axis name so that adding an axis never changes the draws of the others).
         pack: train runs that differ only in their seed and hyperparameter draws (lr, weight_decay, GroupDRO's
             eta) as one batched model where that gives the same results (ERM, Oracle or GroupDRO on an MLP, no
-            validation or checkpoints: `testbed.runner.pack_key`).
+            validation or checkpoints: `testbed.sweep.packing.pack_key`).
         hparams: hyperparameters drawn at every scale point, apart from the axes: `config.key: [values]` or
             `{low, high, log}`, or `default` for the ranges each baseline declares (`Baseline.tunable`).
         draws: how many hyperparameter draws per scale point (each value seeded by `hparams_seed`, the draw and
             its key); without it, the grid of the lists in `hparams`.
         hparams_seed: the seed of the draws.
-        stages: runs that start from an earlier stage's run at the same scale point and seed (`testbed.stages`).
+        stages: runs that start from an earlier stage's run at the same scale point and seed
+            (`testbed.sweep.stages`).
         keep_checkpoints: keep every stage parent's final checkpoint, not only while a child still needs it.
     """
 
@@ -84,7 +75,7 @@ class Run:
     draw: int = 0  # index of the hyperparameter draw
     id: str = ""
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the resolved `fit` config, from `identify`
-    stage: str = ""  # the sweep stage of the run (`testbed.stages`), if the sweep has stages
+    stage: str = ""  # the sweep stage of the run (`testbed.sweep.stages`), if the sweep has stages
     parent: str = ""  # the id of the run whose final weights this one starts from
 
 
@@ -183,8 +174,6 @@ def as_arg(key: str, value: Any) -> str:
 def model_class(sweep: Sweep, combo: dict[str, Any]) -> type:
     """The baseline class a scale point trains: its `model` axis value, else the last `model` in the args and
     config files (the `config` axis file merges after `configs`)."""
-    from testbed.runner import load
-
     name = combo.get("model") or sweep.args.get("model")
     files = [*sweep.configs, *([config_files(sweep)[combo["config"]]] if "config" in combo else [])]
     for file in reversed(files):
@@ -194,9 +183,10 @@ def model_class(sweep: Sweep, combo: dict[str, Any]) -> type:
         name = model.get("class_path") if isinstance(model, dict) else model
     if not name:
         raise ConfigError("sweep.hparams: default needs the baseline (a model axis, args or config files' model)")
-    import testbed.baselines
+    import importlib
 
-    return getattr(testbed.baselines, name) if "." not in name else load(name)
+    module, _, cls = name.rpartition(".")
+    return getattr(importlib.import_module(module or "testbed.baselines"), cls)
 
 
 def hparam_draws(sweep: Sweep, combo: dict[str, Any]) -> list[dict[str, Any]]:
@@ -228,106 +218,3 @@ def expand(sweep: Sweep) -> list[Run]:
     return runs
 
 
-def identify(runs: list[Run]) -> None:
-    """Resolve each run's config and set its id to a hash of it. Every distinct environment and model
-    configuration (seeds aside) is also instantiated once (cheap for most environments, which generate data in
-    `setup`; a WILDS environment reads its metadata), so a bad key or value fails before anything runs."""
-    from testbed.cli import resolver
-
-    parser = resolver()
-    checked, parsed = set(), {}
-    for run in runs:
-        # Runs that differ only in their seed are parsed once (parsing costs ~0.1 s a run), then given the seed.
-        seeds = (f"--seed_everything={run.seed}", f"--data.seed={run.seed}")
-        key = tuple(arg for arg in run.argv if arg not in seeds)
-        if key not in parsed:
-            parsed[key] = parser.parse_args(run.argv)
-        config = parsed[key].clone()
-        config["seed_everything"], config["data.init_args.seed"] = run.seed, run.seed
-        for name in ("optimizer", "lr_scheduler"):
-            if config.get(name) is not None:
-                raise ConfigError(f"{name}: not supported in sweeps; a baseline's optimiser is set by model.lr and "
-                                  "model.weight_decay")
-        text = parser.dump(config, skip_validation=True)
-        run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
-        run.config = yaml.load(parser.dump(config, skip_none=False, skip_validation=True), Loader=Loader)
-        # Seeds change no check: each environment and model configuration is built once, not once per seed.
-        data = {**run.config["data"], "init_args": {k: v for k, v in run.config["data"]["init_args"].items()
-                                                     if k != "seed"}}
-        classes = json.dumps([run.config["model"], data], sort_keys=True)
-        if classes not in checked:
-            parser.instantiate_classes(config)
-            checked.add(classes)
-
-
-def run_trainer(out: Path) -> dict[str, Any]:
-    """The trainer settings of every sweep run: it logs into `out` itself, without progress output, and
-    without hparams.yaml (config.yaml holds the same; writing it costs a few ms per stage)."""
-    csv = {"save_dir": str(out), "name": "", "version": "", "prefix": "", "flush_logs_every_n_steps": 100}
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv}
-    return {"logger": logger, "enable_progress_bar": False, "enable_model_summary": False,
-            "enable_autolog_hparams": False}
-
-
-def start(run: Run, root: Path) -> Path | None:
-    """The run's empty folder with its run.json, or None if the run is done."""
-    out = root / run.id
-    if (out / "done").exists():
-        return None
-    if out.exists():
-        shutil.rmtree(out)  # half-written by a killed or failed attempt
-    out.mkdir(parents=True)
-    described = {k: v for k, v in asdict(run).items() if k != "config"}  # config.yaml holds the config
-    write_atomic(out / "run.json", json.dumps(described, indent=2) + "\n")
-    return out
-
-
-def execute(run: Run, root: Path) -> str:
-    """Run one training run into `root/<id>/`; returns "done", "skipped" or "failed"."""
-    return execute_job([run], root)[0]
-
-
-def execute_job(runs: list[Run], root: Path) -> list[str]:
-    """Run these runs into `root/<id>/`, as one packed job if there are several (runs of one `pack_key`);
-    returns "done", "skipped" or "failed" for each. A failure fails the job's every run."""
-    from testbed.runner import fit_packed_runs, fit_resolved
-
-    outs = {run.id: start(run, root) for run in runs}
-    todo = [run for run in runs if outs[run.id] is not None]
-    configs = [{**run.config, "trainer": {**run.config["trainer"], **run_trainer(outs[run.id])}} for run in todo]
-    try:
-        fit_packed_runs(configs) if len(configs) > 1 else [fit_resolved(c) for c in configs]
-    except (Exception, SystemExit):
-        for run in todo:
-            write_atomic(outs[run.id] / "error.txt", traceback.format_exc())
-        return ["skipped" if outs[run.id] is None else "failed" for run in runs]
-    for run in todo:
-        record_parent(run, outs[run.id])
-        write_atomic(outs[run.id] / "done", "")
-    return ["skipped" if outs[run.id] is None else "done" for run in runs]
-
-
-# --- packing (issue 17): grouping runs into packed jobs and saying what packs ---
-def packs(runs: list[Run]) -> list[list[Run]]:
-    """The runs grouped into jobs: those of one `pack_key` together (seeds and hyperparameter draws of one
-    scale point), every other run alone."""
-    from testbed.runner import pack_key
-
-    jobs: dict[str, list[Run]] = {}
-    for run in runs:
-        jobs.setdefault(pack_key(run.config) or run.id, []).append(run)
-    return list(jobs.values())
-
-
-def pack_summary(jobs: list[list[Run]]) -> str:
-    """What packs, per baseline: e.g. `8 runs train in 2 packed models (ERM 4, Oracle 4); 2 one by one (IRM 2)`."""
-    def per_model(runs: list[Run]) -> str:
-        names = [run.config["model"]["class_path"].rsplit(".", 1)[-1] for run in runs]
-        counts = ", ".join(f"{name} {names.count(name)}" for name in sorted(set(names)))
-        return f" ({counts})" if counts else ""
-
-    packed = [run for job in jobs if len(job) > 1 for run in job]
-    alone = [run for job in jobs if len(job) == 1 for run in job]
-    return (f"{len(packed)} runs train in {sum(len(job) > 1 for job in jobs)} packed models{per_model(packed)}; "
-            f"{len(alone)} one by one{per_model(alone)}")
-# --- end packing ---

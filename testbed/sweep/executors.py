@@ -3,7 +3,6 @@
 No executor starts a new Python per run: imports cost seconds, a small run less than that.
 """
 
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -15,8 +14,13 @@ from tqdm import tqdm
 
 from testbed.errors import ConfigError, check_positive
 from testbed.files import write_atomic
-from testbed.stages import forget, orphans, release, staged_runs, stale, waves
-from testbed.sweep import Run, execute_job, load_sweep, pack_summary, packs
+from testbed.quiet import quiet
+from testbed.sweep.folders import write_manifest
+from testbed.sweep.job import execute_job
+from testbed.sweep.packing import pack_summary, packs
+from testbed.sweep.resolve import staged_runs
+from testbed.sweep.spec import Run, load_sweep
+from testbed.sweep.stages import forget, orphans, release, stale, waves
 
 
 def _quiet_worker(threads: int) -> None:
@@ -25,8 +29,14 @@ def _quiet_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    quiet(verbose=False)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _ray_job(job: list[Run], root: Path) -> list[str]:
+    _quiet_worker(1)
+    return execute_job(job, root)
 
 
 def _serve(inbox: "mp.SimpleQueue", outbox: "mp.Queue", threads: int) -> None:
@@ -128,7 +138,7 @@ def run_ray(jobs: list[list[Run]], root: Path, address: str | None) -> list[str]
     local = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
     ray.init(address=address, log_to_driver=False, **local)
     try:
-        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(execute_job)
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_job)
         refs = {task.remote(job, root): job for job in jobs}
         pending, statuses = list(refs), []
         with tqdm(total=sum(map(len, jobs)), desc="runs", unit="run") as bar:
@@ -159,9 +169,7 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
         for run in runs:
             print(run.id, run.axes, f"seed={run.seed}", *([f"stage={run.stage}"] if run.stage else []))
         return Counter()
-    write_atomic(root / "sweep.yaml", Path(config).read_text())
-    # The runs of this sweep file as it is run now: the analysis reads only these (an edited file's old runs stay).
-    write_atomic(root / "manifest.json", json.dumps({"sweep": sweep.name, "runs": [run.id for run in runs]}) + "\n")
+    write_manifest(root, sweep.name, config, runs)
     forget(pending, root)
     jobs = packs(pending) if sweep.pack else [[run] for run in pending]
     if sweep.pack and pending:

@@ -1,4 +1,5 @@
-"""The model-free commands: `sweep`, `collect`, `plot` and `report`. Heavy imports happen per command."""
+"""The model-free commands: `sweep`, `collect`, `plot` and `report`. Each imports what it needs when it runs:
+`collect`, `plot` and `report` read files and never import torch or Lightning."""
 
 import argparse
 from collections.abc import Callable
@@ -23,7 +24,7 @@ def sweep(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.out.exists() and not a.out.is_dir():
         raise ConfigError(f"out: {str(a.out)!r} is a file; give a folder for the sweeps' runs")
-    from testbed.executors import run_sweep
+    from testbed.sweep.executors import run_sweep
 
     counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)
     if counts["failed"]:
@@ -78,4 +79,4 @@ def report(argv: list[str]) -> None:
     print(f"report: {write_report(a.sweep_dir, a.all_runs, a.select, a.reference)}")
 
 
-TOOLS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}

@@ -21,9 +21,7 @@ over. A child whose parent did not finish fails with an `error.txt` that says so
 children stale: their `done` markers are removed before anything runs, and they run again after it.
 """
 
-import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,50 +74,6 @@ def order(stages: dict[str, dict]) -> list[str]:
 def depth(stages: dict[str, dict], name: str) -> int:
     parent = stages[name].get("from")
     return 0 if parent is None else 1 + depth(stages, parent)
-
-
-def staged_runs(sweep: Any, root: Path) -> list:
-    """Every run of the sweep, with ids, parents first. Each stage is the sweep with the stage's args and axes
-    added; each child run is linked to its parent (`Run.parent`), hashed with it, and set to start from its
-    checkpoint; each parent run saves one."""
-    from testbed.sweep import expand, identify
-
-    if not sweep.stages:
-        runs = expand(sweep)
-        identify(runs)
-        return runs
-    by_stage: dict[str, list] = {}
-    for name in order(sweep.stages):
-        stage = sweep.stages[name]
-        sub = replace(sweep, stages=None, args={**sweep.args, **stage.get("args", {})},
-                      axes={**sweep.axes, **stage.get("axes", {})})
-        runs = expand(sub)
-        identify(runs)
-        for run in runs:
-            run.stage = name
-        if (parent := stage.get("from")) is not None:
-            link(runs, by_stage[parent], list(sweep.axes), root)
-        by_stage[name] = runs
-    return [run for runs in by_stage.values() for run in runs]
-
-
-def link(children: list, parents: list, shared: list[str], root: Path) -> None:
-    """Give each child its parent's id (in its own id too) and the parent's checkpoint as `model.init_ckpt`."""
-    draws = len({p.draw for p in parents})
-    key = lambda run, draw: (tuple(str(run.axes.get(a)) for a in shared), run.seed, draw)  # noqa: E731
-    index = {key(p, p.draw): p for p in parents}
-    for child in children:
-        parent = index.get(key(child, child.draw if draws > 1 else 0))
-        if parent is None:
-            raise ConfigError(f"sweep.stages.{child.stage}: its hyperparameter draw {child.draw} has no parent run; a "
-                              f"parent stage has one draw or as many as its children")
-        child.parent = parent.id
-        child.id = hashlib.sha1(f"{child.id}/{parent.id}".encode()).hexdigest()[:12]
-        child.config["model"]["init_args"]["init_ckpt"] = str(root / parent.id / CHECKPOINT)
-        callbacks = parent.config["trainer"].get("callbacks") or []
-        if not any(c.get("class_path") == SAVE for c in callbacks):
-            save = {"class_path": SAVE, "init_args": {"path": str(root / parent.id / CHECKPOINT)}}
-            parent.config["trainer"]["callbacks"] = [*callbacks, save]
 
 
 SAVE = "testbed.save_final.SaveFinal"  # the callback that writes a parent's CHECKPOINT

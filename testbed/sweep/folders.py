@@ -1,0 +1,34 @@
+"""A sweep's folder: one sub-folder per run, named by its id, and the manifest of the runs the sweep file has now.
+
+A run's folder holds `run.json` (its axis values and arguments) first, then Lightning's `config.yaml` and
+`metrics.csv`, `results.json`, and last a `done` marker, each written atomically. A folder without `done` was
+left by a killed or failed attempt (a failure leaves `error.txt`) and is cleared when the run starts again.
+"""
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from testbed.files import write_atomic
+from testbed.sweep.spec import Run
+
+
+def start(run: Run, root: Path) -> Path | None:
+    """The run's empty folder with its run.json, or None if the run is done."""
+    out = root / run.id
+    if (out / "done").exists():
+        return None
+    if out.exists():
+        shutil.rmtree(out)  # half-written by a killed or failed attempt
+    out.mkdir(parents=True)
+    described = {k: v for k, v in asdict(run).items() if k != "config"}  # config.yaml holds the config
+    write_atomic(out / "run.json", json.dumps(described, indent=2) + "\n")
+    return out
+
+
+def write_manifest(root: Path, name: str, config: Path, runs: list[Run]) -> None:
+    """The sweep file as last run, and the ids of its runs: the analysis reads only these (an edited file's old
+    runs stay on disk, apart)."""
+    write_atomic(root / "sweep.yaml", Path(config).read_text())
+    write_atomic(root / "manifest.json", json.dumps({"sweep": name, "runs": [run.id for run in runs]}) + "\n")
