@@ -115,9 +115,9 @@ def wide(table: pd.DataFrame, stage: str = "test", extra: tuple[str, ...] = ("va
     return out.reset_index()
 
 
-def at_largest(runs: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Runs at the largest value of `col` within each regime."""
-    return runs[runs[col] == runs.groupby("regime")[col].transform("max")]
+def at_largest(runs: pd.DataFrame, col: str, by: str | None = "regime") -> pd.DataFrame:
+    """Runs at the largest value of `col` within each group of `by` (among all runs if None)."""
+    return runs[runs[col] == (runs[col].max() if by is None else runs.groupby(by)[col].transform("max"))]
 
 
 def budget_columns(runs: pd.DataFrame) -> list[str]:
@@ -125,16 +125,16 @@ def budget_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("trainer.")]
 
 
-def along(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """The runs (one row each, with a `regime` column) that measure one scale axis, every other scale held at its
-    largest value in each regime: parameters and training samples at the largest budget; FLOPs as the budget
-    axes vary at the largest model and training set (every run when no budget is swept), each run's FLOPs the
-    mean of its scale point's, which early stopping spreads over seeds."""
+def along(runs: pd.DataFrame, axis: str, by: str | None = "regime") -> pd.DataFrame:
+    """The runs (one row each) that measure one scale axis, every other scale held at its largest value in each
+    group of `by` (a regime, or a figure's facet): parameters and training samples at the largest budget; FLOPs
+    as the budget axes vary at the largest model and training set (every run when no budget is swept), each
+    run's FLOPs the mean of its scale point's, which early stopping spreads over seeds."""
     budget = budget_columns(runs)
     held = {"params": ["n_train", *budget], "n_train": ["params", *budget],
             "flops": ["params", "n_train"] if budget else []}[axis]
     for col in held:
-        runs = at_largest(runs, col)
+        runs = at_largest(runs, col, by)
     if axis == "flops":
         point = ["regime", "baseline", "params", "n_train", *budget]
         runs = runs.assign(flops=runs.groupby(point, dropna=False)["flops"].transform("mean"))

@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator
 from matplotlib.transforms import offset_copy  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from testbed.collect import budget_columns  # noqa: E402
+from testbed.collect import along, budget_columns  # noqa: E402
 
 LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy (pooled)", "acc_wg": "worst-group acc. (OOD)",
@@ -43,14 +43,6 @@ def facet(runs: pd.DataFrame) -> str | None:
 
 def order(runs: pd.DataFrame, col: str | None) -> list | None:
     return sorted(runs[col].unique()) if col else None
-
-
-def at_largest(runs: pd.DataFrame, col: str, other: str | None) -> pd.DataFrame:
-    """Runs at the largest value of `col` and of every budget axis (within each regime): the scale axes other
-    than the one plotted held fixed."""
-    for c in [col, *budget_columns(runs)]:
-        runs = runs[runs[c] == (runs[c].max() if other is None else runs.groupby(other)[c].transform("max"))]
-    return runs
 
 
 def number(v: float) -> str:
@@ -189,22 +181,22 @@ def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
     sns.set_theme(style="whitegrid", context="paper")
     paths = []
     if runs["params"].nunique() > 1:
-        paths += save(curves(at_largest(runs, "n_train", col), "params", ACCURACY, col),
+        paths += save(curves(along(runs, "params", col), "params", ACCURACY, col),
                       "Accuracy vs model size (largest training set)", figures / "scaling_params")
     if runs["n_train"].nunique() > 1:
-        paths += save(curves(at_largest(runs, "params", col), "n_train", ACCURACY, col),
+        paths += save(curves(along(runs, "n_train", col), "n_train", ACCURACY, col),
                       "Accuracy vs training-set size (largest model)", figures / "scaling_data")
     paths += save(curves(runs, "flops", ACCURACY, col, kind="scatter"),
                   "Accuracy vs training compute (every run)", figures / "scaling_flops")
     paths += save(id_vs_ood(runs, col), "ID vs OOD accuracy", figures / "id_vs_ood")
     if any(m in runs for m in RELIANCE) and runs["params"].nunique() > 1:
-        paths += save(curves(at_largest(runs, "n_train", col), "params", RELIANCE, col),
+        paths += save(curves(along(runs, "params", col), "params", RELIANCE, col),
                       "Counterfactual reliance vs model size", figures / "reliance_params")
     if "return_norm" in runs:
         loop = runs.dropna(subset=["return_norm"])
-        for x, held, name in (("params", "n_train", "closed_loop_params"), ("n_train", "params", "closed_loop_data")):
+        for x, name in (("params", "closed_loop_params"), ("n_train", "closed_loop_data")):
             if loop[x].nunique() > 1:
-                paths += save(curves(at_largest(loop, held, col), x, CLOSED_LOOP, col),
+                paths += save(curves(along(loop, x, col), x, CLOSED_LOOP, col),
                               f"Closed loop vs {LABELS[x]}", figures / name)
         paths += save(id_vs_ood(loop, col, "return_norm"), "Offline action accuracy vs closed-loop return",
                       figures / "offline_vs_closed_loop")

@@ -5,8 +5,8 @@ import itertools
 
 import pandas as pd
 
-from testbed.collect import wide, with_reversed
-from testbed.plots import at_largest, curves, facet, id_vs_ood
+from testbed.collect import along, wide, with_reversed
+from testbed.plots import curves, facet, id_vs_ood
 
 
 def sweep_table(regimes: tuple[str, ...] = ("confounded", "shortcut")) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def test_accuracy_curves_label_decades_keep_the_legend_off_the_panels_and_state_
     table = sweep_table()
     runs = with_reversed(wide(table), table)
     col = facet(runs)
-    grid = curves(at_largest(runs, "n_train", col), "params", ["acc_id", "acc_avg", "acc_reversed", "acc_wg"], col)
+    grid = curves(along(runs, "params", col), "params", ["acc_id", "acc_avg", "acc_reversed", "acc_wg"], col)
     fig = grid.figure
     fig.canvas.draw()
     rows = [ax.get_ylabel() for ax in grid.axes[:, 0]]
