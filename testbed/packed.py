@@ -5,10 +5,11 @@ A small model's step on a CPU is mostly per-op overhead, not arithmetic. Stackin
 running each layer once for all of them (`torch.baddbmm` for linear layers) does N models' work per op. Conv
 layers run one convolution per model on the models' channels side by side (`[B, N * C, H, W]`): on a CPU that is
 faster than one grouped convolution (`groups=N`: as fast at the quickstart's width 1, 1.2x to 1.35x slower at
-widths 4 to 17; benchmarks/README.md), and the layers around them still run once for all models. Adam is elementwise, so an Adam over the stacked
-parameters whose learning rate and weight decay are `[N]` tensors (`PackedAdam`) is N independent Adams, each
-with its own settings: each packed model follows its sequential run (same initial weights, data order and
-updates) up to float rounding. What a baseline adds to ERM (its own training batch, its own loss from the
+widths 4 to 17; benchmarks/README.md), and the layers around them still run once for all models. Adam is
+elementwise, so an Adam over the stacked parameters whose learning rate and weight decay are `[N]` tensors
+(`PackedAdam`) is N independent Adams, each with its own settings: each packed model follows its sequential run
+(same initial weights, data order and updates) up to float rounding (about 1e-7 a step, which a long run at a high
+learning rate can amplify). What a baseline adds to ERM (its own training batch, its own loss from the
 per-sample losses) comes in through a `Method` (`testbed.packed_methods`).
 
 Each model keeps its own budget, as its sequential fit would: training stops at `epochs` or `max_steps` for all,
