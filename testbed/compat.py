@@ -6,7 +6,8 @@ What each buys, as measured in `benchmarks/` (benchmarks/README.md has the figur
 - `CURRENT_FX_NAME`: the default MLP's training overhead over a hand-written loop, 1.18x -> 1.14x (overhead.py);
 - `given_hyperparameters` and `subcommand_parser`: sweep workers build runs from configs resolved once, without
   LightningCLI per run: a tiny run's fixed cost 180 ms -> 40 ms (sweep_overhead.py);
-- `set_fit_progress`: packed training, whose runs must report the steps and epochs of their own fit (packed.py);
+- `set_fit_progress` and `early_stopping_decision`: packed training (packed.py), whose runs must report the
+  steps and epochs of their own fit and stop by their own `Plateau`;
 - `set_step_budget`: no speed; `SampleBudget` could not set a step budget known only at fit start without it.
 """
 
@@ -15,7 +16,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.core.mixins import hparams_mixin
 
@@ -59,6 +62,15 @@ def set_fit_progress(trainer: L.Trainer, epochs: int, steps: int) -> None:
     trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = steps
 
 
+def early_stopping_decision(callback: EarlyStopping, value: float) -> bool:
+    """Feed an epoch's monitored value to `callback` as its epoch-end check does, updating its best score and
+    wait count, and return whether it stops training. Packed training (`testbed.packed`) runs each packed run's
+    own `Plateau` on that run's loss without a Trainer loop; the check that reads `trainer.callback_metrics` and
+    sets `trainer.should_stop` is private (`_evaluate_stopping_criteria`). The value goes in as the float32 tensor
+    `LightningModule.log` makes of it."""
+    return callback._evaluate_stopping_criteria(torch.tensor(value))[0]
+
+
 def set_step_budget(trainer: L.Trainer, max_steps: int) -> None:
     """Stop training after `max_steps` optimiser steps, whatever the epochs, from a callback's `on_fit_start`
     (`testbed.budget.SampleBudget`: the step count depends on the environment's batch size, known only then).
@@ -92,6 +104,8 @@ def missing() -> list[str]:
                                        "total.completed"),
         "Trainer.fit_loop.epoch_loop.max_steps": lambda: _has_path(trainer, "fit_loop.epoch_loop.max_steps"),
         "Trainer.fit_loop.max_epochs": lambda: _has_path(trainer, "fit_loop.max_epochs"),
+        "EarlyStopping._evaluate_stopping_criteria":
+            lambda: callable(getattr(EarlyStopping, "_evaluate_stopping_criteria", None)),
     }
     return [name for name, present in checks.items() if not present()]
 

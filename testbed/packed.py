@@ -1,18 +1,28 @@
-"""Packed training: N MLPs of one shape (one config over seeds and hyperparameter draws) trained together as one
-batched model.
+"""Packed training: N small nets of one shape (one config over seeds and hyperparameter draws) trained together
+as one batched model.
 
-A small MLP step on a CPU is mostly per-op overhead, not arithmetic. Stacking the N models' weights and
-running each layer as one batched matmul (`torch.baddbmm`) does N models' work per op. Adam is elementwise,
-so an Adam over the stacked parameters whose learning rate and weight decay are `[N]` tensors (`PackedAdam`)
-is N independent Adams, each with its own settings: each packed model follows its sequential run (same initial
-weights, data order and updates) up to float rounding. What a baseline adds to ERM (its own training batch,
-its own loss from the per-sample losses) comes in through a `Method` (`testbed.packed_methods`). Only MLPs
-are packed: batched convolutions (vmap or grouped convs) are slower than sequential ones on a CPU.
+A small model's step on a CPU is mostly per-op overhead, not arithmetic. Stacking the N models' weights and
+running each layer once for all of them (`torch.baddbmm` for linear layers) does N models' work per op. Conv
+layers run one convolution per model on the models' channels side by side (`[B, N * C, H, W]`): on a CPU that is
+faster than one grouped convolution (`groups=N`: as fast at the quickstart's width 1, 1.2x to 1.35x slower at
+widths 4 to 17; benchmarks/README.md), and the layers around them still run once for all models. Adam is
+elementwise, so an Adam over the stacked parameters whose learning rate and weight decay are `[N]` tensors
+(`PackedAdam`) is N independent Adams, each with its own settings: each packed model follows its sequential run
+(same initial weights, data order and updates) up to float rounding (about 1e-7 a step, which a long run at a high
+learning rate can amplify). What a baseline adds to ERM (its own training batch, its own loss from the
+per-sample losses) comes in through a `Method` (`testbed.packed_methods`).
+
+Each model keeps its own budget, as its sequential fit would: training stops at `epochs` or `max_steps` for all,
+and a model whose `stop` rule fires at the end of an epoch (`testbed.budget.Plateau`) leaves the pack there, its
+weights, optimiser state and per-model method state frozen, while the others go on.
+
+Packable nets are `nn.Sequential`s of Linear, Conv2d, ReLU, Flatten, MaxPool2d and AdaptiveAvgPool2d layers (the
+`mlp` and `cnn` backbones): layers with batch statistics (BatchNorm) or other structure are not packed.
 """
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +36,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Member:
     """One model to train: its network (with its initial weights), training data, data-order seed, optimiser
-    settings, and the global RNG state its training starts from (what a sequential run's batches draw from)."""
+    settings, the global RNG state its training starts from (what a sequential run's batches draw from), and an
+    optional `stop(global_step, epoch_mean_loss)` rule asked at each epoch's end. Training fills in the rest:
+    per epoch the mean training loss and accuracy and the global step it ended at, the per-step mean losses, and
+    the samples seen."""
 
     net: nn.Module
     data: Batch
@@ -34,6 +47,16 @@ class Member:
     lr: float = 1e-3
     weight_decay: float = 0.0
     rng: Tensor | None = None
+    stop: Callable[[int, float], bool] | None = None
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    epoch_ends: list[int] = field(default_factory=list)
+    step_losses: list[Tensor] = field(default_factory=list)
+    samples: int = 0
+
+    @property
+    def losses(self) -> Tensor:
+        """The mean training loss of every step `[steps]`."""
+        return torch.cat(self.step_losses)
 
 
 class Method:
@@ -50,50 +73,84 @@ class Method:
         """Each model's training loss `[N]` from its per-sample cross-entropies `[N, B]` and its batch."""
         return losses.mean(1)
 
-    def finish(self) -> None:
-        """Hand any per-model state back to the models once training ends."""
+    def retire(self, i: int) -> None:
+        """Model i has finished training: hand its per-model state back to it."""
+
+    def keep(self, index: list[int]) -> None:
+        """Only the models at `index` train on: narrow the per-model state to them, in that order."""
 
 
-def linears(net: nn.Module) -> list[nn.Linear] | None:
-    """The Linear layers of an MLP built by `testbed.backbones.mlp` (Flatten, (Linear, ReLU)*, Linear),
-    or None if `net` is not such an MLP."""
-    if not isinstance(net, nn.Sequential) or not isinstance(net[0], nn.Flatten):
-        return None
-    layers = list(net)[1:]
-    kinds = [type(m) for m in layers]
-    expected = [nn.Linear, nn.ReLU] * (len(layers) // 2) + [nn.Linear]
-    return [m for m in layers if isinstance(m, nn.Linear)] if kinds == expected else None
+PACKABLE = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 
 
 def packable(nets: list[nn.Module]) -> bool:
-    """True if every net is an MLP with the same layer shapes."""
-    layers = [linears(net) for net in nets]
-    if any(ls is None for ls in layers):
+    """True if every net is an `nn.Sequential` of `PACKABLE` layers, all with the same layers and shapes."""
+    if not all(isinstance(net, nn.Sequential) and len(net) == len(nets[0]) for net in nets):
         return False
-    shapes = {tuple(tuple(m.weight.shape) for m in ls) for ls in layers}
-    return len(shapes) == 1
+    for layers in zip(*nets):
+        if not isinstance(layers[0], PACKABLE) or len({repr(m) for m in layers}) > 1:
+            return False
+        conv = layers[0]
+        if isinstance(conv, nn.Conv2d) and (conv.groups != 1 or conv.padding_mode != "zeros" or conv.bias is None):
+            return False
+        if isinstance(conv, nn.Linear) and conv.bias is None:
+            return False
+    return True
 
 
-class PackedMLP(nn.Module):
-    """N MLPs of one shape as stacked weights `[N, in, out]`; input `[N, B, ...]`, output `[N, B, classes]`."""
+class PackedNet(nn.Module):
+    """N nets of one shape as one: each weight stacked along a first dimension of N models. Input `[N, B, ...]`,
+    output `[N, B, classes]`. Linear layers run as one batched matmul; conv layers as one convolution per model
+    over its channels of the models' channels side by side (`[B, N * C, H, W]`), where ReLU and pooling act per
+    channel, hence per model."""
 
     def __init__(self, nets: list[nn.Module]) -> None:
         super().__init__()
-        layers = [linears(net) for net in nets]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].weight.detach().t() for ls in layers]).contiguous())
-            for i in range(len(layers[0])))
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].bias.detach()[None] for ls in layers]))
-            for i in range(len(layers[0])))
+        self.layers = list(nets[0])  # the template: kinds and settings; weights come from `params`
+        self.params = nn.ParameterList()
+        for layers in zip(*nets):
+            if isinstance(layers[0], nn.Linear):  # weight [N, in, out], bias [N, 1, out] for baddbmm
+                self.params.append(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
+                self.params.append(torch.stack([m.bias.detach()[None] for m in layers]))
+            elif isinstance(layers[0], nn.Conv2d):  # weight [N, out, in, k, k], bias [N, out]
+                self.params.append(torch.stack([m.weight.detach() for m in layers]))
+                self.params.append(torch.stack([m.bias.detach() for m in layers]))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.flatten(2)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            h = h if i == last else F.relu(h)
+        n, b = x.shape[:2]
+        h, channels = x, False  # channels: h is [B, N * C, H, W], else [N, B, ...]
+        params = iter(self.params)
+        for layer in self.layers:
+            if isinstance(layer, nn.Conv2d):
+                w, bias = next(params), next(params)
+                h, channels = h if channels else h.transpose(0, 1).flatten(1, 2), True
+                h = torch.cat([F.conv2d(h_i, w_i, b_i, layer.stride, layer.padding)
+                               for h_i, w_i, b_i in zip(h.chunk(n, 1), w, bias)], 1)
+            elif isinstance(layer, nn.Linear):
+                w, bias = next(params), next(params)
+                h = torch.baddbmm(bias, h, w)
+            elif isinstance(layer, nn.Flatten):
+                h, channels = (h.reshape(b, n, -1).transpose(0, 1) if channels else h.flatten(2)), False
+            else:  # ReLU and pooling: elementwise or per channel
+                h = layer(h)
         return h
+
+    @torch.no_grad()
+    def unpack(self, i: int, net: nn.Module) -> None:
+        """Copy packed model i's weights into `net`."""
+        params = iter(self.params)
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                layer.weight.copy_(next(params)[i].t())
+                layer.bias.copy_(next(params)[i, 0])
+            elif isinstance(layer, nn.Conv2d):
+                layer.weight.copy_(next(params)[i])
+                layer.bias.copy_(next(params)[i])
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the models at `index`, in that order."""
+        for k, p in enumerate(self.params):
+            self.params[k] = nn.Parameter(p.detach()[index])
 
 
 class PackedAdam:
@@ -129,64 +186,92 @@ class PackedAdam:
             denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
             p.sub_(step_size.view(per_model) * m / denom)
 
+    def keep(self, index: list[int], params: list[Tensor]) -> None:
+        """Keep only the models at `index` (whose parameters are now `params`): every model has taken the same
+        number of steps, so the step count stays."""
+        self.params = params
+        self.lr, self.weight_decay = self.lr[index], self.weight_decay[index]
+        self.exp_avg = [m[index] for m in self.exp_avg]
+        self.exp_avg_sq = [v[index] for v in self.exp_avg_sq]
 
-def batches(members: list[Member], batch_size: int, epochs: int, method: Method) -> Iterator[Batch]:
-    """The members' training batches stacked (`x` `[N, B, ...]`, `y` and `a` `[N, B]`) step by step, each
-    member's rows in the order `TensorLoader` gives its single run, for `epochs` epochs. Inputs are gathered into
-    one reused buffer: allocating a fresh multi-megabyte tensor per step costs page faults that outweigh a small
+
+def epoch_batches(members: list[Member], loaders: list[TensorLoader], method: Method) -> Iterator[Batch]:
+    """The members' training batches of one epoch, stacked (`x` `[N, B, ...]`, `y` and `a` `[N, B]`) step by
+    step, each member's rows in the order its `TensorLoader` gives its single run. Inputs are gathered into one
+    reused buffer: allocating a fresh multi-megabyte tensor per step costs page faults that outweigh a small
     model's step."""
-    loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in members]
     x = members[0].data.x
-    buffer = x.new_empty(len(members), batch_size, *x.shape[1:])
+    buffer = x.new_empty(len(members), loaders[0].batch_size, *x.shape[1:])
     plain = type(method).batch is Method.batch
-    for _ in range(epochs):
-        for rows in zip(*(loader.indices() for loader in loaders)):
-            xs, ys, as_ = buffer[:, :len(rows[0])], [], []
-            for i, (m, r) in enumerate(zip(members, rows)):
-                if plain:
-                    torch.index_select(m.data.x, 0, r, out=xs[i])
-                    ys.append(m.data.y[r])
-                    as_.append(m.data.a[r])
-                    continue
-                if method.draws:
-                    torch.set_rng_state(m.rng)
-                b = method.batch(i, Batch(*(torch.index_select(t, 0, r) for t in m.data)))
-                if method.draws:
-                    m.rng = torch.get_rng_state()
-                xs[i].copy_(b.x)
-                ys.append(b.y)
-                as_.append(b.a)
-            yield Batch(xs, torch.stack(ys), torch.stack(as_), None, None)
+    for rows in zip(*(loader.indices() for loader in loaders)):
+        xs, ys, as_ = buffer[:, :len(rows[0])], [], []
+        for i, (m, r) in enumerate(zip(members, rows)):
+            if plain:
+                torch.index_select(m.data.x, 0, r, out=xs[i])
+                ys.append(m.data.y[r])
+                as_.append(m.data.a[r])
+                continue
+            if method.draws:
+                torch.set_rng_state(m.rng)
+            b = method.batch(i, Batch(*(torch.index_select(t, 0, r) for t in m.data)))
+            if method.draws:
+                m.rng = torch.get_rng_state()
+            xs[i].copy_(b.x)
+            ys.append(b.y)
+            as_.append(b.a)
+        yield Batch(xs, torch.stack(ys), torch.stack(as_), None, None)
 
 
-def fit_packed(members: list[Member], batch_size: int, epochs: int,
-               method: Method | None = None) -> tuple[PackedMLP, Tensor, Tensor]:
-    """Train the members' MLPs as one `PackedMLP`, each with its own lr and weight decay; returns it, the mean
-    training losses and the correct predictions `[steps, N]`."""
+def fit_packed(members: list[Member], batch_size: int, epochs: int = -1, method: Method | None = None,
+               max_steps: int = -1) -> None:
+    """Train the members' nets in place as one `PackedNet`, each with its own lr and weight decay, for `epochs`
+    epochs or `max_steps` steps (-1: no cap; one must be set unless every member has a `stop` rule), each member
+    leaving the pack at the end of the first epoch at which its `stop` rule fires. Fills in each member's curve,
+    epoch ends, step losses and samples seen."""
+    if epochs < 0 and max_steps < 0 and any(m.stop is None for m in members):
+        raise ValueError("fit_packed: set epochs or max_steps, or give every member a stop rule")
     method = method or Method()
-    model = PackedMLP([m.net for m in members])
+    model = PackedNet([m.net for m in members])
     opt = PackedAdam(list(model.parameters()), [m.lr for m in members], [m.weight_decay for m in members])
-    losses, correct = [], []
-    for batch in batches(members, batch_size, epochs, method):
-        logits = model(batch.x)
-        ce = F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none").view(batch.y.shape)
-        loss = method.loss(ce, batch)
-        opt.zero_grad()
-        loss.sum().backward()  # the sum's gradient for each model is that of its own loss
-        opt.step()
-        losses.append(ce.detach().mean(1))
-        correct.append((logits.detach().argmax(-1) == batch.y).sum(1))
-    method.finish()
-    return model, torch.stack(losses), torch.stack(correct)
-
-
-@torch.no_grad()
-def unpack(model: PackedMLP, nets: list[nn.Module]) -> None:
-    """Copy each packed model's weights back into its own net."""
-    for i, net in enumerate(nets):
-        for layer, w, b in zip(linears(net), model.weights, model.biases):
-            layer.weight.copy_(w[i].t())
-            layer.bias.copy_(b[i, 0])
+    loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in members]
+    active, step, epoch = list(range(len(members))), 0, 0
+    while active:
+        sums, count, losses = torch.zeros(len(active), 2), 0, []
+        for batch in epoch_batches([members[i] for i in active], [loaders[i] for i in active], method):
+            logits = model(batch.x)
+            ce = F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none").view(batch.y.shape)
+            loss = method.loss(ce, batch)
+            opt.zero_grad()
+            loss.sum().backward()  # the sum's gradient for each model is that of its own loss
+            opt.step()
+            mean, size = ce.detach().mean(1), batch.y.shape[1]
+            losses.append(mean)
+            # The epoch's sums as `Baseline.tally_train` keeps them: loss x batch size, and correct predictions.
+            sums += torch.stack([mean * size, (logits.detach().argmax(-1) == batch.y).sum(1).to(mean.dtype)], 1)
+            count, step = count + size, step + 1
+            if step == max_steps:
+                break
+        epoch += 1
+        per_step, done = torch.stack(losses, 1), []
+        for pos, (i, (loss_, acc)) in enumerate(zip(active, (sums / count).tolist())):
+            m = members[i]
+            m.curve.append((loss_, acc))
+            m.epoch_ends.append(step)
+            m.step_losses.append(per_step[pos])
+            m.samples += count
+            stops = m.stop is not None and m.stop(step, loss_)  # asked every epoch: the rule may keep state
+            if stops or step == max_steps or epoch == epochs:
+                done.append(pos)
+        for pos in done:
+            model.unpack(pos, members[active[pos]].net)
+            method.retire(pos)
+        if done:
+            index = [pos for pos in range(len(active)) if pos not in done]
+            active = [active[pos] for pos in index]
+            if active:
+                model.keep(index)
+                opt.keep(index, list(model.parameters()))
+                method.keep(index)
 
 
 def train_sequential(member: Member, batch_size: int, epochs: int) -> Tensor:
@@ -205,10 +290,11 @@ def train_sequential(member: Member, batch_size: int, epochs: int) -> Tensor:
 
 
 def train_many(members: list[Member], batch_size: int, epochs: int) -> Tensor:
-    """Train every member, packed when their nets are MLPs of one shape, else one after another (with a
-    log line saying why); returns the losses `[steps, N]`."""
+    """Train every member, packed when their nets are `packable`, else one after another (with a log line
+    saying why); returns the losses `[steps, N]`."""
     if packable([m.net for m in members]):
-        return fit_packed(members, batch_size, epochs)[1]
-    log.info("packed training: the %d nets are not MLPs of one shape; training them sequentially", len(members))
+        fit_packed(members, batch_size, epochs)
+        return torch.stack([m.losses for m in members], dim=1)
+    log.info("packed training: the %d nets are not packable (nets of one shape built from %s); training them "
+             "sequentially", len(members), ", ".join(t.__name__ for t in PACKABLE))
     return torch.stack([train_sequential(m, batch_size, epochs) for m in members], dim=1)
-

@@ -1,8 +1,8 @@
 """Which baselines train packed (`testbed.packed`), and what each adds to ERM's packed step.
 
-A baseline packs when its training step is the cross-entropy of an MLP on a batch of its data, combined by
-arithmetic that can run for N models at once: ERM (the mean), Oracle (the mean over its own intervened
-batch) and GroupDRO (group weights q per model). `knobs` are the model arguments that are per-model scalars:
+A baseline packs when its training step is the cross-entropy of a packable net (an `mlp` or `cnn`) on a batch of
+its data, combined by arithmetic that can run for N models at once: ERM (the mean), Oracle (the mean over its own
+intervened batch) and GroupDRO (group weights q per model). `knobs` are the model arguments that are per-model scalars:
 runs that differ only in them (and in their seed) train as one packed model.
 """
 
@@ -23,6 +23,9 @@ class PackedERM(Method):
 
     def __init__(self, models: list[Baseline], envs: list[ShiftedEnv]) -> None:
         self.models, self.envs = models, envs
+
+    def keep(self, index: list[int]) -> None:
+        self.models, self.envs = [self.models[i] for i in index], [self.envs[i] for i in index]
 
 
 class PackedOracle(PackedERM):
@@ -56,9 +59,12 @@ class PackedGroupDRO(PackedERM):
         self.q /= self.q.sum(1, keepdim=True)
         return (self.q * risks).sum(1)
 
-    def finish(self) -> None:
-        for model, q in zip(self.models, self.q):
-            model.q = q.clone()
+    def retire(self, i: int) -> None:
+        self.models[i].q = self.q[i].clone()
+
+    def keep(self, index: list[int]) -> None:
+        super().keep(index)
+        self.q, self.eta = self.q[index], self.eta[index]
 
 
 # Exact classes: a subclass may change the training step.

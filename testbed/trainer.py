@@ -21,11 +21,12 @@ FIT_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
 
-# Settings that may differ from Lightning's defaults in a packed job without changing what a fit computes
-# (`testbed.sweep.packing`): packed training runs outside the Trainer's loop.
-PACKABLE = {"max_epochs", "logger", "enable_progress_bar", "enable_model_summary", "enable_autolog_hparams",
-            "num_sanity_val_steps", "log_every_n_steps", "limit_val_batches", "enable_checkpointing",
-            "default_root_dir", "limit_test_batches", "accelerator", "devices"}
+# Settings that may differ from Lightning's defaults in a packed job (`testbed.sweep.packing`) without changing
+# what a fit computes, or that the packed loop honours (the budget: epochs, steps, a Plateau callback).
+PACKABLE = {"max_epochs", "max_steps", "min_steps", "callbacks", "logger", "enable_progress_bar",
+            "enable_model_summary", "enable_autolog_hparams", "num_sanity_val_steps", "log_every_n_steps",
+            "limit_val_batches", "enable_checkpointing", "default_root_dir", "limit_test_batches", "accelerator",
+            "devices"}
 
 
 def sweep_run(out: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ run built from its resolved config vs a fresh LightningCLI."""
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -38,23 +39,40 @@ def members(arch: str, n: int = 3) -> list[Member]:
 
 
 def test_packed_losses_and_weights_match_sequential_runs_with_their_own_lr_and_weight_decay():
-    packed_members, sequential_members = members("mlp"), members("mlp")
-    model, packed, _ = fit_packed(packed_members, batch_size=64, epochs=3)
-    sequential = torch.stack([train_sequential(m, 64, 3) for m in sequential_members], dim=1)
-    assert packed.shape == sequential.shape == (15, 3)
-    assert (packed - sequential).abs().max() <= 1e-6
-    for i, m in enumerate(sequential_members):
-        assert torch.allclose(model.weights[0][i], m.net[1].weight.detach().t(), atol=1e-6)
-    # Each model followed its own settings: the trajectories part.
-    assert (packed[-1, 0] - packed[-1, 2]).abs() > 1e-3
+    for arch in ("mlp", "cnn"):
+        packed_members, sequential_members = members(arch), members(arch)
+        fit_packed(packed_members, batch_size=64, epochs=3)
+        packed = torch.stack([m.losses for m in packed_members], dim=1)
+        sequential = torch.stack([train_sequential(m, 64, 3) for m in sequential_members], dim=1)
+        assert packed.shape == sequential.shape == (15, 3)
+        assert (packed - sequential).abs().max() <= 1e-5, arch
+        for p, s in zip(packed_members, sequential_members):
+            for a, b in zip(p.net.parameters(), s.net.parameters()):
+                assert torch.allclose(a, b, atol=1e-5), arch
+        # Each model followed its own settings: the trajectories part.
+        assert (packed[-1, 0] - packed[-1, 2]).abs() > 1e-3
 
 
-def test_only_mlps_of_one_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
-    assert packable([m.net for m in members("mlp")])
-    cnns = members("cnn", n=2)
-    assert not packable([m.net for m in cnns])
+def test_a_packed_member_whose_stop_rule_fires_freezes_while_the_others_train_on():
+    """Member 1 stops after its second epoch: its weights are those of a 2-epoch sequential run, the others'
+    those of 4 epochs, and its log ends there."""
+    packed_members, sequential_members = members("cnn"), members("cnn")
+    packed_members[1].stop = lambda step, loss: step >= 10
+    fit_packed(packed_members, batch_size=64, epochs=4)
+    assert [len(m.curve) for m in packed_members] == [4, 2, 4]
+    assert packed_members[1].epoch_ends == [5, 10] and packed_members[1].samples == 600
+    for m, s, epochs in zip(packed_members, sequential_members, (4, 2, 4)):
+        assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= 1e-5
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
+
+
+def test_only_nets_of_one_packable_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
+    assert packable([m.net for m in members("mlp")]) and packable([m.net for m in members("cnn")])
+    resnets = members("resnet", n=2)  # BatchNorm: batch statistics per model are not packed
+    assert not packable([m.net for m in resnets])
+    assert not packable([members("mlp", n=1)[0].net, members("cnn", n=1)[0].net])
     with caplog.at_level(logging.INFO, logger="testbed.packed"):
-        losses = train_many(cnns, batch_size=64, epochs=1)
+        losses = train_many(resnets, batch_size=64, epochs=1)
     assert losses.shape == (5, 2) and "training them sequentially" in caplog.text
 
 
@@ -126,3 +144,50 @@ def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_and_group_dro_and_writes_wh
             # the test metrics do.
             assert all(abs(float(r[k]) - float(e[k])) <= (1e-3 if k.startswith("probe/") else 1e-5)
                        for k in e if e[k]), (r, e)
+
+
+def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_its_own_fit_stops(
+        tmp_path, capsys, monkeypatch):
+    """The quickstart's shape: CNN ERM and Oracle, seeds x lr draws, `max_epochs: -1` with a `max_steps` cap
+    (ending mid-epoch), `min_steps` and `Plateau`. Packed and unpacked runs stop at the same epoch each (some
+    members of a pack on a plateau while others go on), and write the same files, progress, convergence record,
+    metrics (1e-3) and training log (1e-5)."""
+    # The in-process sweep worker takes every core; one thread, as conftest sets, is as fast for these tiny runs,
+    # and two threads on a loaded 2-core machine make each convolution 50x slower.
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    sweep = {"name": "c", "configs": [str(CONFIGS / "envs" / "confounded.yaml")],
+             "args": {"model.arch": "cnn", "model.width": 2, "model.depth": 2, "model.probe": False,
+                      "data.n_train": 256, "data.n_val": 50, "data.n_test": 50, "data.batch_size": 64,
+                      "data.image_size": 8, "trainer.max_epochs": -1, "trainer.min_steps": 8,
+                      "trainer.limit_val_batches": 0, "trainer.enable_checkpointing": False,
+                      "trainer.callbacks": [{"class_path": "testbed.budget.Plateau",
+                                             "init_args": {"min_delta": 0.002, "patience": 2}}]},
+             "axes": {"model": ["ERM", "Oracle"], "trainer.max_steps": [30]},
+             "seeds": [0, 1], "hparams": {"model.lr": [0.01, 0.05]}}
+    from testbed.sweep.executors import run_sweep
+
+    for pack in (True, False):
+        (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))
+        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 8
+    out = capsys.readouterr().out
+    assert "packing: 8 runs train in 2 packed models (ERM 4, Oracle 4); 0 one by one;" in out
+    stops = []
+    for run in (tmp_path / "True").iterdir():
+        if not run.is_dir():
+            continue
+        other = tmp_path / "False" / run.name
+        assert {f.name for f in run.iterdir()} == {f.name for f in other.iterdir()}
+        a, b = (json.loads((d / "results.json").read_text()) for d in (run, other))
+        for key in ("model", "seed", "params", "n_train", "steps", "epochs", "train_samples", "train_flops"):
+            assert a[key] == b[key], key
+        assert a["convergence"]["converged"] == b["convergence"]["converged"]
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-5
+        assert a["metrics"].keys() == b["metrics"].keys()
+        assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
+        rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
+        assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]
+        for r, e in zip(rows, expected):
+            assert all(abs(float(r[k]) - float(e[k])) <= 1e-5 for k in e if e[k]), (r, e)
+        stops.append((a["steps"], a["convergence"]["converged"]))
+    # Some runs stop on a plateau, at different steps; others run to the cap, 30 steps, in their 8th epoch.
+    assert (30, False) in stops and len({s for s, c in stops if c and s < 30}) >= 2
