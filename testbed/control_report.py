@@ -78,8 +78,11 @@ def control_figure(dagger: pd.DataFrame, regime: str, path: Path) -> list[Path]:
             axes[0].axhline(at["target"].mean(), color=colour, ls=":", lw=1)
     positive = sub.loc[sub["expert_labels"] > 0, "expert_labels"]
     low = int(np.floor(np.log10(positive.min()))) if len(positive) else 0
+    high = int(np.ceil(np.log10(positive.max()))) if len(positive) else 1
     for ax, label in zip(axes, ("return / expert's return", "crashes per episode")):
         ax.set_xscale("symlog", linthresh=10.0**low, linscale=0.5)  # behaviour cloning (0) sits apart
+        ax.set_xticks([0, *(10.0**k for k in range(low, high + 1))])
+        ax.set_xlim(-0.5 * 10.0**low, 10.0**high)
         ax.set_xlabel("expert labels (symlog; 0 = behaviour cloning)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
