@@ -151,6 +151,7 @@ def dose_figure(online: pd.DataFrame, regime: str, path: Path) -> list[Path]:
     for ax, label in zip(axes, ("shifted worst-group accuracy", "spurious reliance")):
         ax.set_xscale("symlog", linthresh=10.0**low, linscale=0.5)  # passive (0) sits apart, on the linear part
         ax.set_xticks([0, *(10.0**k for k in range(low, high + 1))])
+        ax.set_xlim(-0.5 * 10.0**low, 10.0**high)  # no empty negative side
         ax.set_xlabel("interventions (symlog; 0 = passive)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
