@@ -109,6 +109,10 @@ class Braking(ShiftedEnv):
                    "crash_rate": float(t.crashes.mean())}
         return self.batch(t), outcome
 
+    def deploy(self, model: nn.Module) -> dict[str, float]:
+        """The closed-loop outcome of `model` on the test's deployment episodes (for an online curve)."""
+        return self.visit(model, self.n_eval, EVAL_SEED)[1]
+
     def eval_data(self, name: str, model: nn.Module, split: Split = "test") -> Batch:
         if name != self.specs[2].name:
             return super().eval_data(name, model, split)

@@ -31,13 +31,21 @@ def _plain(value: object) -> object:
     return value if isinstance(value, str | int | float) else json.dumps(value)
 
 
+def baseline_label(res: dict) -> str:
+    """The run's baseline as the report's rows name it. Online and DAgger runs carry their `fraction` (of queries
+    intervened on, of visited states the expert labels): runs of two fractions are two methods, and one verdict
+    row over both would fit a trend through a mix of doses (`Online(fraction=0.1)`)."""
+    dose = next((res[key]["fraction"] for key in ("online", "dagger") if "fraction" in (res.get(key) or {})), None)
+    return res["model"] if dose is None else f"{res['model']}(fraction={dose:g})"
+
+
 def run_rows(run_dir: Path) -> list[dict]:
     """The rows of one run. Fields that older runs lack (hparams, draw, convergence, ceiling) are left empty."""
     run = json.loads((run_dir / "run.json").read_text())
     res = json.loads((run_dir / "results.json").read_text())
     axes = {k: _plain(v) for k, v in run["axes"].items()}
     conv = res.get("convergence") or {}
-    base = {"run": run_dir.name, "sweep": run["sweep"], "baseline": res["model"], "seed": run["seed"],
+    base = {"run": run_dir.name, "sweep": run["sweep"], "baseline": baseline_label(res), "seed": run["seed"],
             "params": res["params"], "n_train": res["n_train"], "steps": res["steps"], "flops": res["train_flops"],
             "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
             "draw": run.get("draw", 0), "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),

@@ -29,8 +29,9 @@ WHAT = {"confusion_gap": "confusion gap (reference - method, OOD worst-group acc
 
 
 def point_key(runs: pd.DataFrame, axes: list[str]) -> list[str]:
-    """Columns naming a scale point across baselines: the regime and every axis but the baseline's class."""
-    return ["regime", *[a for a in axes if a != "model" and a in runs]]
+    """Columns naming a scale point across baselines: the regime and every axis but the baseline's class that all
+    runs have (an axis of one stage only, such as Online's `model.fraction`, is part of its baseline's label)."""
+    return ["regime", *[a for a in axes if a != "model" and a in runs and runs[a].notna().all()]]
 
 
 def reference_of(runs: pd.DataFrame, reference: str | None) -> str | None:

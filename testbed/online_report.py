@@ -60,15 +60,16 @@ def to_target(curve: list[dict], target: float) -> tuple[int, int] | None:
     return None if hit is None else (hit["samples"], hit["interventions"])
 
 
-def oracle_targets(runs: pd.DataFrame, online: pd.DataFrame) -> tuple[list[str], dict[tuple, float]]:
-    """The scale-point columns (the axes both the Oracle's and the Online runs have, but the baseline's `model`) and
-    TARGET_SHARE of the Oracle's mean shifted worst-group accuracy at each point."""
+def oracle_targets(runs: pd.DataFrame, online: pd.DataFrame,
+                   metric: str = "test/acc_wg") -> tuple[list[str], dict[tuple, float]]:
+    """The scale-point columns (the axes both the Oracle's and the online runs have, but the baseline's `model`) and
+    TARGET_SHARE of the Oracle's mean `metric` (shifted worst-group accuracy) at each point."""
     oracle = runs[runs["baseline"] == "Oracle"]
     if oracle.empty:
         return [], {}
     point = [c for c in oracle.columns if c not in OWN | {"model"} and oracle[c].notna().all()
              and online[c].notna().all()]
-    wg = oracle["results"].map(lambda r: r["metrics"].get("test/acc_wg", np.nan))
+    wg = oracle["results"].map(lambda r: r["metrics"].get(metric, np.nan))
     if not point:  # one scale point: the sweep has no axes
         return point, {(): TARGET_SHARE * wg.mean()}
     means = wg.groupby([oracle[c].astype(str) for c in point]).mean()
@@ -103,23 +104,24 @@ def needed(online: pd.DataFrame) -> pd.DataFrame:
                                                     target=("target", "mean"))
 
 
-def intervention_verdict(group: pd.DataFrame) -> tuple[str, str, object]:
-    """The verdict on interventions-to-target against parameters for one regime, its reason, and the Fit."""
-    reached = group.dropna(subset=["interventions"])
-    missed = len(group) - len(reached)
+def intervention_verdict(group: pd.DataFrame, what: str = "interventions") -> tuple[str, str, object]:
+    """The verdict on `what` (a column of `group`: interventions, expert_labels) to target against parameters
+    for one regime, its reason, and the Fit."""
+    reached = group.dropna(subset=[what])
+    missed, words = len(group) - len(reached), what.replace("_", " ")
     note = f"; {missed} size-seed pair(s) never reached the target and are left out" if missed else ""
     if reached["params"].nunique() < 2:
         return "inconclusive", f"the target was reached at {reached['params'].nunique()} model size(s){note}", None
-    fit = fit_trend(reached["params"].to_numpy(), np.log10(1 + reached["interventions"].to_numpy()), 0.0)
+    fit = fit_trend(reached["params"].to_numpy(), np.log10(1 + reached[what].to_numpy()), 0.0)
     ci = f"{fit.slope:+.2f} decades per decade of parameters [{fit.slope_low:+.2f}, {fit.slope_high:+.2f}]"
     factor = f"x{10 ** fit.slope:.2g} per decade [x{10 ** fit.slope_low:.2g}, x{10 ** fit.slope_high:.2g}]"
     if fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:
         return "inconclusive", (f"{fit.points} model size(s) and {fit.seeds} seed(s) per size reached the target; "
                                 f"{MIN_POINTS} and {MIN_SEEDS} are needed ({ci}){note}"), fit
     if fit.slope_high < 0:
-        return "larger models need fewer interventions", f"{factor}: {ci}{note}", fit
+        return f"larger models need fewer {words}", f"{factor}: {ci}{note}", fit
     if fit.slope_low > 0:
-        return "larger models need more interventions", f"{factor}: {ci}{note}", fit
+        return f"larger models need more {words}", f"{factor}: {ci}{note}", fit
     if -FLAT <= fit.slope_low and fit.slope_high <= FLAT:
         return "no credible change", f"{ci}, within +-{FLAT:g}{note}", fit
     return "inconclusive", f"{ci}: more seeds or sizes would decide{note}", fit
@@ -149,6 +151,7 @@ def dose_figure(online: pd.DataFrame, regime: str, path: Path) -> list[Path]:
     for ax, label in zip(axes, ("shifted worst-group accuracy", "spurious reliance")):
         ax.set_xscale("symlog", linthresh=10.0**low, linscale=0.5)  # passive (0) sits apart, on the linear part
         ax.set_xticks([0, *(10.0**k for k in range(low, high + 1))])
+        ax.set_xlim(-0.5 * 10.0**low, 10.0**high)  # no empty negative side
         ax.set_xlabel("interventions (symlog; 0 = passive)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)

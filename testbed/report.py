@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.collect import along, budget_columns
+from testbed.control_report import control_section
 from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints, id_guard, point_key, reference_of
 from testbed.files import write_atomic
 from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
@@ -331,6 +332,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
                 ""]
     online_lines, _ = online_section(sweep_dir, figures, all_runs)  # Online / ContinualFinetune runs (issue 14)
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
+    control_lines, _ = control_section(sweep_dir, figures, all_runs)  # DAgger runs: expert labels (issue 14)
+    out += ["## Online control", "", *control_lines, ""] if control_lines else []
     out += ["## Criterion", "", criterion(), ""]
     if seeds < MIN_SEEDS:
         out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
@@ -49,9 +50,8 @@ def test_interventions_to_target_come_from_the_first_curve_point_at_the_target()
     assert to_target(curve, 0.8) is None
 
 
-def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_verdicts(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    sweep = tmp_path / "runs/online"
+def write_sweep(sweep: Path) -> None:
+    """ERM, Oracle, Online at FRACTIONS and ContinualFinetune at every width, 3 seeds."""
     for width, params in WIDTHS.items():
         for seed in range(3):
             for baseline, wg, rel in (("ERM", 0.1, 0.9), ("Oracle", ORACLE_WG, 0.05)):
@@ -61,6 +61,12 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
                 online_run(sweep, f"online-{width}-{seed}-{i}", width, seed, fraction)
             continual_run(sweep, f"continual-{width}-{seed}", width, seed)
     write_manifest(sweep)
+
+
+def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_verdicts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "runs/online"
+    write_sweep(sweep)
 
     online = online_table(read_runs(sweep))
     assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
@@ -76,3 +82,20 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
     assert "reliance on the new attribute vs parameters: does not close** (larger models learn the new" in section
     assert "| 100,000 | 3 | 0.1 |" in section
     assert (sweep / "figures/online_dose_confounded.png").exists()
+
+
+def test_online_runs_of_each_fraction_are_their_own_rows_of_the_verdict(tmp_path, monkeypatch):
+    """Online runs of different fractions are different methods: the verdict fits each on its own, against the
+    Oracle at the same width, instead of one trend through a mix of doses."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "runs/online"
+    write_sweep(sweep)
+    run_cli("report", str(sweep))
+    verdict = (sweep / "report.md").read_text().split("## Verdict", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ")[1] for line in verdict.splitlines() if line.startswith("| confounded | ")]
+    assert rows == ["ContinualFinetune", "ERM", *(f"Online(fraction={f:g})" for f in FRACTIONS), "Oracle"]
+    fits = pd.read_csv(sweep / "fits.csv")
+    gap = fits[(fits["axis"] == "params") & (fits["metric"] == "confusion_gap")].set_index("baseline")
+    # Passive keeps ERM's worst-group accuracy (0.1): its gap to the Oracle (0.6) is the ERM's, at every width.
+    assert gap.loc["Online(fraction=0)", "verdict"] == gap.loc["ERM", "verdict"] == "does not close"
+    assert gap.loc["Online(fraction=1)", "verdict"] != "does not close"
