@@ -25,12 +25,12 @@ def pin_threads(n: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n)
 
 
-def bench_args(doc: str | None, repeats: int, **extra: int) -> argparse.Namespace:
-    """Parse a benchmark's `--repeats`, `--threads` and its own integer options (`extra`: name -> default),
-    then pin the thread count."""
+def bench_args(doc: str | None, repeats: int, **extra: int | str) -> argparse.Namespace:
+    """Parse a benchmark's `--repeats`, `--threads` and its own options (`extra`: name -> default, an int or a
+    string), then pin the thread count."""
     parser = argparse.ArgumentParser(description=doc)
     for name, default in extra.items():
-        parser.add_argument(f"--{name}", type=int, default=default)
+        parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall")

@@ -14,8 +14,8 @@ from fake_runs import aggregate_metrics, write_manifest, write_run
 PACKAGES = {"testbed": ROOT / "testbed", "testbed.envs": ROOT / "envs", "testbed.baselines": ROOT / "baselines"}
 LIGHT = ["testbed.main", "testbed.commands", "testbed.quiet", "testbed.errors", "testbed.files", "testbed.trainer",
          "testbed.collect", "testbed.select", "testbed.endpoints", "testbed.fits", "testbed.line", "testbed.fit_plots",
-         "testbed.plots", "testbed.report", "testbed.online_report", "testbed.sweep", "testbed.sweep.spec",
-         "testbed.sweep.stages", "testbed.sweep.folders"]
+         "testbed.plots", "testbed.report", "testbed.online_report", "testbed.control_report", "testbed.sweep",
+         "testbed.sweep.spec", "testbed.sweep.stages", "testbed.sweep.folders"]
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -81,11 +81,12 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     for config in configs:  # each run seeded and built as alone; its RNG state is the one its training starts from
         seed, env, model, trainer = build(config)
         start = time.perf_counter()
-        # Runs of one data spec and seed (the draws of one seed) share its samples, generated once: read-only for
-        # the packed baselines, and an environment's `setup` only generates them.
+        # Runs of one data spec and seed (the draws of one seed) share its samples, generated and pooled once:
+        # read-only for the packed baselines, and an environment's `setup` only generates them.
         data = json.dumps(config["data"], sort_keys=True, default=str)
         if data in samples and type(env).setup is ShiftedEnv.setup:
-            env.data, env.val_data = samples[data].data, samples[data].val_data
+            first = samples[data]
+            env.data, env.val_data, env._pooled = first.data, first.val_data, first._pooled
         env.setup("fit")
         samples.setdefault(data, env)
         wall += time.perf_counter() - start
