@@ -23,7 +23,7 @@ import torch
 from common import bench_args, interleaved, report, timed
 from torch import Tensor
 
-import testbed.executors
+import testbed.sweep.executors
 from testbed.backbones import build_backbone
 from testbed.envs import SpuriousShapes
 from testbed.packed import Member, fit_packed, train_sequential
@@ -116,7 +116,7 @@ def main() -> None:
         return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     # A one-worker sweep sets torch's threads to every core; keep the count pinned above, for both variants.
-    testbed.executors._quiet_worker = lambda threads: None
+    testbed.sweep.executors._quiet_worker = lambda threads: None
     for arch in archs:
         for width in WIDTHS[arch]:
             for model in ("ERM", "Oracle"):
