@@ -6,7 +6,7 @@ packed model's losses are checked against its sequential run (max |diff| <= 1e-5
 vs `pack: false`, whole sweeps in one process, side by side. `--device cuda` runs the loops on a GPU (sweeps pack
 only on the CPU).
 
-    .venv/bin/python benchmarks/packed.py [--n 8] [--repeats 5] [--threads 2] [--clock cpu] [--loops 0] [--sweeps 0]
+    .venv/bin/python benchmarks/packed.py [--n 16] [--repeats 5] [--threads 2] [--clock cpu] [--loops 0] [--sweeps 0]
         [--archs mlp,cnn] [--device cpu]
 """
 
@@ -30,21 +30,26 @@ from testbed.packed import Member, fit_packed, train_sequential
 from testbed.sweep.executors import run_sweep
 
 BATCH, EPOCHS, N_TRAIN = 256, 2, 2048
+DRAWS = 4  # learning-rate draws per seed, as in the sweeps below
 SWEEP_N_TRAIN, SWEEP_EPOCHS = 4096, 4  # 64 steps a run, tested on the quickstart's 250 + 500 samples, no probe
 WIDTHS = {"mlp": (8, 32, 128), "cnn": (1, 4, 17)}  # the CNN's: the quickstart's
 SHAPES = {"mlp": {"depth": 1}, "cnn": {"depth": 2, "image_size": 12}}  # the CNN's: the quickstart's
 
 
 def members(n: int, arch: str, width: int, device: str) -> list[Member]:
+    """`n` runs as a sweep has them: `DRAWS` learning rates for each of `n / DRAWS` seeds; the draws of one seed
+    share its data, data order and initial weights, so packed training gathers their batch and runs their first
+    layer once."""
     out = []
-    for seed in range(n):
-        torch.manual_seed(seed)
+    for seed in range(max(1, n // DRAWS)):
         env = SpuriousShapes(n_train=N_TRAIN, n_val=BATCH, n_test=BATCH, seed=seed,
                              **{k: v for k, v in SHAPES[arch].items() if k != "depth"})
         env.setup()
-        net = build_backbone(arch, env.input_shape, env.n_classes, width, SHAPES[arch]["depth"]).to(device)
         data = type(env.train_data)(*(t.to(device) if t is not None else t for t in env.train_data))
-        out.append(Member(net, data, seed, lr=10 ** (-2 - seed % 4 / 2)))
+        for draw in range(DRAWS):
+            torch.manual_seed(seed)
+            net = build_backbone(arch, env.input_shape, env.n_classes, width, SHAPES[arch]["depth"]).to(device)
+            out.append(Member(net, data, seed, lr=10 ** (-2 - draw / 2)))
     return out
 
 
@@ -105,10 +110,10 @@ def bench_sweep(model: str, arch: str, width: int, repeats: int) -> None:
 
 
 def main() -> None:
-    args = bench_args(__doc__, repeats=5, n=8, loops=1, sweeps=1, archs="mlp,cnn", device="cpu")
+    args = bench_args(__doc__, repeats=5, n=16, loops=1, sweeps=1, archs="mlp,cnn", device="cpu")
     archs = args.archs.split(",")
-    print(f"packed training: {args.n} seeds x lr, n_train {N_TRAIN}, batch {BATCH}, {EPOCHS} epochs, {args.threads} "
-          f"threads, {args.repeats} interleaved rounds, on {args.device}")
+    print(f"packed training: {args.n} runs ({DRAWS} lr draws x {max(1, args.n // DRAWS)} seeds), n_train {N_TRAIN}, "
+          f"batch {BATCH}, {EPOCHS} epochs, {args.threads} threads, {args.repeats} rounds, on {args.device}")
     for arch in archs if args.loops else ():
         for width in WIDTHS[arch]:
             bench(members(args.n, arch, width, args.device), f"{arch} width {width}", args.repeats)

@@ -5,7 +5,13 @@ A small model's step on a CPU is mostly per-op overhead, not arithmetic. Stackin
 running each layer once for all of them (`torch.baddbmm` for linear layers) does N models' work per op. Conv
 layers run one convolution per model on the models' channels side by side (`[B, N * C, H, W]`): on a CPU that is
 faster than one grouped convolution (`groups=N`: as fast at the quickstart's width 1, 1.2x to 1.35x slower at
-widths 4 to 17; benchmarks/README.md), and the layers around them still run once for all models. Adam is
+widths 4 to 17; benchmarks/README.md), and the layers around them still run once for all models.
+
+Models that see the same batches (the hyperparameter draws of one seed: same data, same data order, same RNG
+state) form a group: their batch is gathered once, and their first layer is one `F.linear` or `F.conv2d` over it
+with the group's weights side by side. That first layer over a large input (2,352 pixels) is most of a small
+model's arithmetic and memory traffic; one wide matmul does it 2x to 6x faster than a batched matmul of
+thin ones on a CPU (benchmarks/README.md). Adam is
 elementwise, so an Adam over the stacked parameters whose learning rate and weight decay are `[N]` tensors
 (`PackedAdam`) is N independent Adams, each with its own settings: each packed model follows its sequential run
 (same initial weights, data order and updates) up to float rounding (about 1e-7 a step, which a long run at a high
@@ -99,8 +105,10 @@ def packable(nets: list[nn.Module]) -> bool:
 
 
 class PackedNet(nn.Module):
-    """N nets of one shape as one: each weight stacked along a first dimension of N models. Input `[N, B, ...]`,
-    output `[N, B, classes]`. Linear layers run as one batched matmul; conv layers as one convolution per model
+    """N nets of one shape as one: each weight stacked along a first dimension of N models. Input `[G, B, ...]`,
+    one batch per group of models that share it (`sizes`: the groups' model counts, summing to N, in model
+    order); output `[N, B, classes]`. The first linear or conv layer runs once per group with the group's weights
+    side by side; later linear layers run as one batched matmul, later conv layers as one convolution per model
     over its channels of the models' channels side by side (`[B, N * C, H, W]`), where ReLU and pooling act per
     channel, hence per model."""
 
@@ -109,26 +117,37 @@ class PackedNet(nn.Module):
         self.layers = list(nets[0])  # the template: kinds and settings; weights come from `params`
         self.params = nn.ParameterList()
         for layers in zip(*nets):
-            if isinstance(layers[0], nn.Linear):  # weight [N, in, out], bias [N, 1, out] for baddbmm
-                self.params.append(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
+            if isinstance(layers[0], nn.Linear):  # weight [N, out, in], bias [N, 1, out] for baddbmm
+                self.params.append(torch.stack([m.weight.detach() for m in layers]))
                 self.params.append(torch.stack([m.bias.detach()[None] for m in layers]))
             elif isinstance(layers[0], nn.Conv2d):  # weight [N, out, in, k, k], bias [N, out]
                 self.params.append(torch.stack([m.weight.detach() for m in layers]))
                 self.params.append(torch.stack([m.bias.detach() for m in layers]))
 
-    def forward(self, x: Tensor) -> Tensor:
-        n, b = x.shape[:2]
-        h, channels = x, False  # channels: h is [B, N * C, H, W], else [N, B, ...]
+    def forward(self, x: Tensor, sizes: list[int] | None = None) -> Tensor:
+        sizes = sizes or [1] * len(x)
+        n, b = sum(sizes), x.shape[1]
+        h, shared, channels = x, True, False  # shared: h is [G, B, ...]; channels: [B, N * C, H, W]; else [N, B, ...]
         params = iter(self.params)
         for layer in self.layers:
             if isinstance(layer, nn.Conv2d):
                 w, bias = next(params), next(params)
-                h, channels = h if channels else h.transpose(0, 1).flatten(1, 2), True
-                h = torch.cat([F.conv2d(h_i, w_i, b_i, layer.stride, layer.padding)
-                               for h_i, w_i, b_i in zip(h.chunk(n, 1), w, bias)], 1)
+                if shared:  # each group's input through its models' filters at once: their channels side by side
+                    h = torch.cat([F.conv2d(h_g, w_g.flatten(0, 1), b_g.flatten(), layer.stride, layer.padding)
+                                   for h_g, w_g, b_g in zip(h, w.split(sizes), bias.split(sizes))], 1)
+                else:
+                    h = h if channels else h.transpose(0, 1).flatten(1, 2)
+                    h = torch.cat([F.conv2d(h_i, w_i, b_i, layer.stride, layer.padding)
+                                   for h_i, w_i, b_i in zip(h.chunk(n, 1), w, bias)], 1)
+                shared, channels = False, True
             elif isinstance(layer, nn.Linear):
                 w, bias = next(params), next(params)
-                h = torch.baddbmm(bias, h, w)
+                if shared:  # each group's input through one matmul with its models' weights side by side
+                    h = torch.cat([F.linear(h_g, w_g.flatten(0, 1), b_g.flatten()).view(b, len(w_g), -1).transpose(0, 1)
+                                   for h_g, w_g, b_g in zip(h, w.split(sizes), bias.split(sizes))])
+                else:
+                    h = torch.baddbmm(bias, h, w.transpose(1, 2))
+                shared = False
             elif isinstance(layer, nn.Flatten):
                 h, channels = (h.reshape(b, n, -1).transpose(0, 1) if channels else h.flatten(2)), False
             else:  # ReLU and pooling: elementwise or per channel
@@ -141,7 +160,7 @@ class PackedNet(nn.Module):
         params = iter(self.params)
         for layer in net:
             if isinstance(layer, nn.Linear):
-                layer.weight.copy_(next(params)[i].t())
+                layer.weight.copy_(next(params)[i])
                 layer.bias.copy_(next(params)[i, 0])
             elif isinstance(layer, nn.Conv2d):
                 layer.weight.copy_(next(params)[i])
@@ -195,31 +214,45 @@ class PackedAdam:
         self.exp_avg_sq = [v[index] for v in self.exp_avg_sq]
 
 
-def epoch_batches(members: list[Member], loaders: list[TensorLoader], method: Method) -> Iterator[Batch]:
-    """The members' training batches of one epoch, stacked (`x` `[N, B, ...]`, `y` and `a` `[N, B]`) step by
-    step, each member's rows in the order its `TensorLoader` gives its single run. Inputs are gathered into one
-    reused buffer: allocating a fresh multi-megabyte tensor per step costs page faults that outweigh a small
-    model's step."""
+def groups(members: list[Member], draws: bool) -> list[list[int]]:
+    """The members that see the same batches, grouped (in order of first appearance): the same training data and
+    data-order seed, and where the method draws from the global RNG, the same RNG state."""
+    out: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        rng = m.rng.numpy().tobytes() if draws and m.rng is not None else None
+        out.setdefault((id(m.data), m.seed, rng), []).append(i)
+    return list(out.values())
+
+
+def epoch_batches(members: list[Member], sizes: list[int], loaders: list[TensorLoader],
+                  method: Method) -> Iterator[Batch]:
+    """The members' training batches of one epoch, step by step: `x` `[G, B, ...]` once per group of members
+    (consecutive, `sizes` of them each) that share their batches, `y` and `a` `[N, B]` per member, each group's rows
+    in the order its `TensorLoader` gives its single runs. Inputs are gathered into one reused buffer: allocating a
+    fresh multi-megabyte tensor per step costs page faults that outweigh a small model's step."""
     x = members[0].data.x
-    buffer = x.new_empty(len(members), loaders[0].batch_size, *x.shape[1:])
+    buffer = x.new_empty(len(sizes), loaders[0].batch_size, *x.shape[1:])
+    firsts = [sum(sizes[:g]) for g in range(len(sizes))]
     plain = type(method).batch is Method.batch
     for rows in zip(*(loader.indices() for loader in loaders)):
         xs, ys, as_ = buffer[:, :len(rows[0])], [], []
-        for i, (m, r) in enumerate(zip(members, rows)):
+        for g, (first, size, r) in enumerate(zip(firsts, sizes, rows)):
+            m = members[first]
             if plain:
-                torch.index_select(m.data.x, 0, r, out=xs[i])
-                ys.append(m.data.y[r])
-                as_.append(m.data.a[r])
-                continue
-            if method.draws:
-                torch.set_rng_state(m.rng)
-            b = method.batch(i, Batch(*(torch.index_select(t, 0, r) for t in m.data)))
-            if method.draws:
-                m.rng = torch.get_rng_state()
-            xs[i].copy_(b.x)
-            ys.append(b.y)
-            as_.append(b.a)
-        yield Batch(xs, torch.stack(ys), torch.stack(as_), None, None)
+                torch.index_select(m.data.x, 0, r, out=xs[g])
+                y, a = m.data.y[r], m.data.a[r]
+            else:
+                if method.draws:
+                    torch.set_rng_state(m.rng)
+                b = method.batch(first, Batch(*(torch.index_select(t, 0, r) for t in m.data)))
+                if method.draws:
+                    for shared in members[first:first + size]:
+                        shared.rng = torch.get_rng_state()
+                xs[g].copy_(b.x)
+                y, a = b.y, b.a
+            ys.append(y.expand(size, -1))
+            as_.append(a.expand(size, -1))
+        yield Batch(xs, torch.cat(ys), torch.cat(as_), None, None)
 
 
 def fit_packed(members: list[Member], batch_size: int, epochs: int = -1, method: Method | None = None,
@@ -231,14 +264,21 @@ def fit_packed(members: list[Member], batch_size: int, epochs: int = -1, method:
     if epochs < 0 and max_steps < 0 and any(m.stop is None for m in members):
         raise ValueError("fit_packed: set epochs or max_steps, or give every member a stop rule")
     method = method or Method()
+    grouped = groups(members, method.draws)
+    order = [i for group in grouped for i in group]  # the members of a group next to each other
+    members, group_of = [members[i] for i in order], [g for g, group in enumerate(grouped) for _ in group]
+    method.keep(order)
     model = PackedNet([m.net for m in members])
     opt = PackedAdam(list(model.parameters()), [m.lr for m in members], [m.weight_decay for m in members])
-    loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in members]
+    firsts = [members[group_of.index(g)] for g in range(len(grouped))]
+    loaders = [TensorLoader(m.data, batch_size, shuffle=True, seed=m.seed) for m in firsts]
     active, step, epoch = list(range(len(members))), 0, 0
     while active:
+        live = sorted({group_of[i] for i in active})
+        sizes = [sum(group_of[i] == g for i in active) for g in live]
         sums, count, losses = torch.zeros(len(active), 2), 0, []
-        for batch in epoch_batches([members[i] for i in active], [loaders[i] for i in active], method):
-            logits = model(batch.x)
+        for batch in epoch_batches([members[i] for i in active], sizes, [loaders[g] for g in live], method):
+            logits = model(batch.x, sizes)
             ce = F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), reduction="none").view(batch.y.shape)
             loss = method.loss(ce, batch)
             opt.zero_grad()

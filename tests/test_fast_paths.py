@@ -13,9 +13,11 @@ from conftest import CONFIGS
 from testbed.backbones import build_backbone
 from testbed.cli import lightning_cli
 from testbed.envs import SpuriousShapes
-from testbed.packed import Member, fit_packed, packable, train_many, train_sequential
+from testbed.envs.base import Batch, TensorLoader
+from testbed.packed import Member, fit_packed, groups, packable, train_many, train_sequential
 from testbed.sweep import Run, expand, load_sweep
 from testbed.sweep.job import execute
+from testbed.sweep.packing import shared_renders
 from testbed.sweep.resolve import identify
 from testbed.sweep.spec import as_arg
 from testbed.trainer import sweep_run
@@ -64,6 +66,58 @@ def test_a_packed_member_whose_stop_rule_fires_freezes_while_the_others_train_on
     for m, s, epochs in zip(packed_members, sequential_members, (4, 2, 4)):
         assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= 1e-5
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
+
+
+def draws(arch: str, seeds: int = 2, n: int = 2) -> list[Member]:
+    """n learning-rate draws for each seed, in a sweep's order (draw-major): the draws of one seed share its
+    data object, data order and initial weights."""
+    data = {}
+    for seed in range(seeds):
+        env = SpuriousShapes(n_train=300, n_val=10, n_test=10, image_size=8, seed=seed)
+        env.setup()
+        data[seed] = env.train_data
+    out = []
+    for draw in range(n):
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            out.append(Member(build_backbone(arch, (3, 8, 8), 2, 8, 2), data[seed], seed, lr=1e-2 / (draw + 1)))
+    return out
+
+
+def test_draws_of_one_seed_train_on_one_shared_batch_and_first_layer_and_still_match_their_sequential_runs():
+    for arch in ("mlp", "cnn"):
+        packed_members, sequential_members = draws(arch), draws(arch)
+        assert groups(packed_members, draws=False) == [[0, 2], [1, 3]]
+        packed_members[2].stop = lambda step, loss: step >= 10  # one draw of seed 0 leaves its group early
+        fit_packed(packed_members, batch_size=64, epochs=3)
+        for m, s, epochs in zip(packed_members, sequential_members, (3, 3, 2, 3)):
+            assert len(m.curve) == epochs
+            assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= 1e-5, arch
+            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
+        first, other = packed_members[0].losses, packed_members[2].losses  # seed 0, two learning rates
+        assert first[0] == other[0] and (first[9] - other[9]).abs() > 1e-4  # one start, then their own paths
+
+
+def test_runs_of_one_seed_render_each_intervened_test_batch_once(monkeypatch):
+    rendered, intervene = [], SpuriousShapes.intervene
+    monkeypatch.setattr(SpuriousShapes, "intervene", lambda self, batch, a=None, causal=None:
+                        rendered.append(self) or intervene(self, batch, a, causal))
+    envs = [SpuriousShapes(n_train=50, n_val=10, n_test=40, image_size=8, seed=seed) for seed in (0, 0, 0, 1)]
+    for env in envs:
+        env.setup()
+    for env in envs[1:3]:  # the draws of seed 0 share its samples, as a packed job's do
+        env.data, env.val_data = envs[0].data, envs[0].val_data
+
+    def first(env: SpuriousShapes) -> Batch:
+        return next(iter(TensorLoader(env.data[env.eval_names("test")[0]], 16)))
+
+    with shared_renders(envs):
+        outs = [env.intervene(first(env), a=1 - first(env).a) for env in envs]
+        again = envs[0].intervene(first(envs[0]), a=first(envs[0]).a)  # other values: rendered anew
+    assert len(rendered) == 3 and outs[0] is outs[1] is outs[2]
+    assert torch.equal(outs[3], intervene(envs[3], first(envs[3]), a=1 - first(envs[3]).a))
+    assert not torch.equal(again, outs[0])
+    assert "intervene" not in envs[0].__dict__  # the class's own again
 
 
 def test_only_nets_of_one_packable_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):

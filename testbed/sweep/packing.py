@@ -10,16 +10,18 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
 from testbed.budget import Plateau
 from testbed.compat import early_stopping_decision, set_fit_progress
-from testbed.envs.base import ShiftedEnv
+from testbed.envs.base import Batch, ShiftedEnv
+from testbed.module import Baseline
 from testbed.packed import Member, fit_packed
 from testbed.packed_methods import METHODS
 from testbed.results import finish_fit
@@ -77,7 +79,7 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     """Runs of one `pack_key`, trained as one packed model, then each tested and written as `fit_resolved` writes
     it: the same initial weights, data order, random draws, updates and stopping epoch, so the same results up to
     float rounding. Each run's `wall_time_s` is its share of the packed set-up and training time."""
-    built, members, wall, samples = [], [], 0.0, {}
+    built, members, wall, samples, keys = [], [], 0.0, {}, []
     for config in configs:  # each run seeded and built as alone; its RNG state is the one its training starts from
         seed, env, model, trainer = build(config)
         start = time.perf_counter()
@@ -89,6 +91,7 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
             env.data, env.val_data, env._pooled = first.data, first.val_data, first._pooled
         env.setup("fit")
         samples.setdefault(data, env)
+        keys.append(data)
         wall += time.perf_counter() - start
         built.append((seed, env, model, trainer))
         members.append(Member(model.net, env.train_data, env.seed, model.hparams.lr, model.hparams.weight_decay,
@@ -98,20 +101,57 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     method = METHODS[type(model)]([b[2] for b in built], [b[1] for b in built])
     fit_packed(members, env.batch_size, trainer.max_epochs, method, trainer.max_steps)
     wall = (wall + time.perf_counter() - start) / len(built)
-    paths = []
-    for member, (seed, env, model, trainer) in zip(members, built):
-        for e, ((loss, acc), end) in enumerate(zip(member.curve, member.epoch_ends)):
-            # The training log of a sequential fit: the epoch's mean loss and accuracy, at its last step.
-            model.train_curve.append((loss, acc))
-            for logger in trainer.loggers:
-                logger.log_metrics({"train/acc": acc, "train/loss": loss, "epoch": e}, step=end - 1)
-        # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
-        set_fit_progress(trainer, len(member.curve), member.epoch_ends[-1])
-        model.samples_seen, model.epochs_done = member.samples, len(member.curve)
-        torch.set_rng_state(member.rng)  # what the test (the probe's head) draws from, as after its own fit
-        paths.append(finish_fit(trainer, model, env, seed, wall))
+    paths = {}
+    for data in dict.fromkeys(keys):  # the runs of one seed's samples one after another, sharing their renders
+        runs = [k for k, key in enumerate(keys) if key == data]
+        with shared_renders([built[k][1] for k in runs]):
+            for k in runs:
+                paths[k] = finish_member(members[k], *built[k], wall)
     release_heap()
-    return paths
+    return [paths[k] for k in range(len(built))]
+
+
+def finish_member(member: Member, seed: int, env: ShiftedEnv, model: Baseline, trainer: L.Trainer,
+                  wall: float) -> Path:
+    """Log a packed member's training as its sequential fit would, leave its trainer's progress as that fit would,
+    then test it and write its results (`finish_fit`)."""
+    for e, ((loss, acc), end) in enumerate(zip(member.curve, member.epoch_ends)):
+        # The training log of a sequential fit: the epoch's mean loss and accuracy, at its last step.
+        model.train_curve.append((loss, acc))
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/acc": acc, "train/loss": loss, "epoch": e}, step=end - 1)
+    # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
+    set_fit_progress(trainer, len(member.curve), member.epoch_ends[-1])
+    model.samples_seen, model.epochs_done = member.samples, len(member.curve)
+    torch.set_rng_state(member.rng)  # what the test (the probe's head) draws from, as after its own fit
+    return finish_fit(trainer, model, env, seed, wall)
+
+
+@contextlib.contextmanager
+def shared_renders(envs: list[ShiftedEnv]) -> Iterator[None]:
+    """Render each intervened test batch once for runs whose environments hold the same samples (the draws of one
+    seed). Their tests ask `intervene` the same questions: the same batches (slices of the same tensors, named by
+    address, shape and strides) with the same counterfactual values (each test seeds its draws alike). A cached
+    entry holds its batch's inputs, so that no other tensor can take their address while the cache lives."""
+    cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def memo(intervene: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def call(batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
+            x = batch.x
+            key = (x.data_ptr(), tuple(x.shape), x.stride(),
+                   *(None if v is None else v.cpu().numpy().tobytes() for v in (a, causal)))
+            if key not in cache:
+                cache[key] = (x, intervene(batch, a=a, causal=causal))
+            return cache[key][1]
+        return call
+
+    for env in envs:
+        env.intervene = memo(env.intervene)
+    try:
+        yield
+    finally:
+        for env in envs:
+            del env.intervene  # the class's own again
 
 
 def release_heap() -> None:
