@@ -1,13 +1,13 @@
-"""Packed training: N small nets of one config (own seeds, initial weights, data, data order and learning
-rates) trained together as one batched model (`testbed.packed`), vs the same N runs one after another in a
-plain loop, for MLPs (widths 8, 32, 128) and the quickstart's CNN (widths 1, 4, 17 on 12-pixel images). Each
-packed model's losses are checked against its sequential run (max |diff| <= 1e-5). Then the same through
-`testbed sweep`: 16 runs (4 learning-rate draws x 4 seeds) of ERM and of Oracle at each width, packed (the default)
-vs `pack: false`, whole sweeps in one process, side by side. `--device cuda` runs the loops on a GPU (sweeps pack
-only on the CPU).
+"""Packed training: N small nets of one config (4 learning-rate draws for each seed; the draws of one seed share
+its data, data order and initial weights, as in a sweep) trained together as one batched model (`testbed.packed`),
+vs the same N runs one after another in a plain loop, for MLPs (widths 8, 32, 128) and the quickstart's CNN
+(widths 1, 4, 17 on 12-pixel images). Each packed model's losses are checked against its sequential run (max
+|diff| <= 1e-5). Then the same through `testbed sweep`: 16 runs (4 learning-rate draws x 4 seeds) of ERM and of
+Oracle at each width, packed (the default) vs `pack: false`, whole sweeps in one process, side by side, at
+`--epochs` of 16 steps. `--device cuda` runs the loops on a GPU (sweeps pack only on the CPU).
 
     .venv/bin/python benchmarks/packed.py [--n 16] [--repeats 5] [--threads 2] [--clock cpu] [--loops 0] [--sweeps 0]
-        [--archs mlp,cnn] [--device cpu]
+        [--archs mlp,cnn] [--device cpu] [--epochs 4,16]
 """
 
 import contextlib
@@ -31,7 +31,7 @@ from testbed.sweep.executors import run_sweep
 
 BATCH, EPOCHS, N_TRAIN = 256, 2, 2048
 DRAWS = 4  # learning-rate draws per seed, as in the sweeps below
-SWEEP_N_TRAIN, SWEEP_EPOCHS = 4096, 4  # 64 steps a run, tested on the quickstart's 250 + 500 samples, no probe
+SWEEP_N_TRAIN = 4096  # 16 steps an epoch; runs are tested on the quickstart's 250 + 500 samples, no probe
 WIDTHS = {"mlp": (8, 32, 128), "cnn": (1, 4, 17)}  # the CNN's: the quickstart's
 SHAPES = {"mlp": {"depth": 1}, "cnn": {"depth": 2, "image_size": 12}}  # the CNN's: the quickstart's
 
@@ -86,14 +86,14 @@ def bench(ms: list[Member], label: str, repeats: int) -> None:
     report(times)
 
 
-def bench_sweep(model: str, arch: str, width: int, repeats: int) -> None:
+def bench_sweep(model: str, arch: str, width: int, epochs: int, repeats: int) -> None:
     """Whole sweeps (resolve, build, train, test, write) of 4 lr draws x 4 seeds, packed vs one run at a time."""
     shape = {f"{'model' if k == 'depth' else 'data'}.{k}": v for k, v in SHAPES[arch].items()}
     sweep = {"name": "s", "seeds": [0, 1, 2, 3], "hparams": {"model.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
              "draws": 4,
              "args": {"model": model, "data": "SpuriousShapes", "model.arch": arch, "model.width": width, **shape,
                       "data.n_train": SWEEP_N_TRAIN, "data.n_val": 250, "data.n_test": 500, "model.probe": False,
-                      "data.batch_size": BATCH, "trainer.max_epochs": SWEEP_EPOCHS,
+                      "data.batch_size": BATCH, "trainer.max_epochs": epochs,
                       "trainer.limit_val_batches": 0, "trainer.enable_checkpointing": False}}
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
@@ -105,12 +105,13 @@ def bench_sweep(model: str, arch: str, width: int, repeats: int) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             times = interleaved({"one run at a time": lambda: go(False), "packed": lambda: go(True)}, repeats=repeats)
     print(f"sweep of 16 runs (4 lr draws x 4 seeds), {model} {arch} width {width}, n_train {SWEEP_N_TRAIN}, "
-          f"{SWEEP_EPOCHS} epochs: speed-up = 1 / ratio:")
+          f"{epochs} epochs ({epochs * SWEEP_N_TRAIN // BATCH} steps a run): speed-up = 1 / ratio:")
     report(times)
 
 
 def main() -> None:
-    args = bench_args(__doc__, repeats=5, n=16, loops=1, sweeps=1, archs="mlp,cnn", device="cpu")
+    args = bench_args(__doc__, repeats=5, n=16, loops=1, sweeps=1, archs="mlp,cnn", device="cpu",
+                      epochs="4")
     archs = args.archs.split(",")
     print(f"packed training: {args.n} runs ({DRAWS} lr draws x {max(1, args.n // DRAWS)} seeds), n_train {N_TRAIN}, "
           f"batch {BATCH}, {EPOCHS} epochs, {args.threads} threads, {args.repeats} rounds, on {args.device}")
@@ -125,7 +126,8 @@ def main() -> None:
     for arch in archs:
         for width in WIDTHS[arch]:
             for model in ("ERM", "Oracle"):
-                bench_sweep(model, arch, width, args.repeats)
+                for epochs in map(int, args.epochs.split(",")):
+                    bench_sweep(model, arch, width, epochs, args.repeats)
 
 
 if __name__ == "__main__":

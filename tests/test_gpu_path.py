@@ -45,3 +45,28 @@ def test_compile_refuses_an_unknown_mode(capsys):
 
     err = cli_error(capsys, *FIT, "--trainer.callbacks+=testbed.compile.Compile", "--trainer.callbacks.mode=fast")
     assert "Compile.mode: 'fast' is not allowed" in err[-1]
+
+
+def test_cuda_is_asked_through_nvml_only_where_nvml_loads(monkeypatch):
+    """Lightning turns on torch's NVML-based CUDA check; without NVIDIA's driver each check (one per Adam step)
+    fails to load NVML first. testbed turns it off exactly where NVML does not load, and the answer stays."""
+    import ctypes
+    import os
+
+    import torch
+
+    from testbed.compat import NVML_CHECK, check_cuda_by_nvml_only_where_it_loads
+
+    answer = torch.cuda.is_available()
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        loads = True
+    except OSError:
+        loads = False
+    monkeypatch.setenv(NVML_CHECK, "1")
+    check_cuda_by_nvml_only_where_it_loads()
+    assert os.environ[NVML_CHECK] == ("1" if loads else "0") and torch.cuda.is_available() == answer
+    monkeypatch.setenv(NVML_CHECK, "1")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a machine whose NVML loads keeps the check
+    check_cuda_by_nvml_only_where_it_loads()
+    assert os.environ[NVML_CHECK] == "1"
