@@ -25,10 +25,19 @@ def check_by(by: str) -> None:
         raise ConfigError(f"by: {by!r} is not allowed; choose one of group, class")
 
 
-def balance_key(model: Baseline, batch: Batch) -> tuple[Tensor, int]:
-    """Each sample's balancing key, its group or its class (per `model.hparams.by`), and the number of keys."""
-    env = model.env
-    return (env.group(batch), env.n_groups) if model.hparams.by == "group" else (batch.y, env.n_classes)
+def balance_key(by: By, env: ShiftedEnv, batch: Batch) -> tuple[Tensor, int]:
+    """Each sample's balancing key, its group or its class (`by`), and the number of keys."""
+    return (env.group(batch), env.n_groups) if by == "group" else (batch.y, env.n_classes)
+
+
+def inverse_frequency(by: By, env: ShiftedEnv) -> Tensor:
+    """Each key's loss weight, n / (K n_k) over the K keys present in the training data (0 for an absent key)."""
+    keys, n_keys = balance_key(by, env, env.train_data)
+    counts = torch.bincount(keys, minlength=n_keys).double()
+    seen = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[seen] = counts.sum() / (seen.sum() * counts[seen])
+    return weights.float()
 
 
 class ReSample(Baseline):
@@ -52,7 +61,7 @@ class ReSample(Baseline):
 
     def on_fit_start(self) -> None:
         data = self.env.train_data
-        keys, n_keys = balance_key(self, data)
+        keys, n_keys = balance_key(self.hparams.by, self.env, data)
         counts = torch.bincount(keys, minlength=n_keys)
         smallest = int(counts[counts > 0].min())
         gen = torch.Generator().manual_seed(self.env.seed)
@@ -88,13 +97,8 @@ class ReWeight(Baseline):
             require_groups(env, f"{type(self).__name__}(by=group)")
 
     def on_fit_start(self) -> None:
-        keys, n_keys = balance_key(self, self.env.train_data)
-        counts = torch.bincount(keys, minlength=n_keys).double()
-        seen = counts > 0
-        weights = torch.zeros_like(counts)
-        weights[seen] = counts.sum() / (seen.sum() * counts[seen])
-        self.weights = weights.float().to(self.device)
+        self.weights = inverse_frequency(self.hparams.by, self.env).to(self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.cross_entropy(self(batch.x), batch.y)
-        return (self.weights[balance_key(self, batch)[0]] * losses).mean()
+        return (self.weights[balance_key(self.hparams.by, self.env, batch)[0]] * losses).mean()

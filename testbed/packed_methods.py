@@ -2,8 +2,9 @@
 
 A baseline packs when its training step is the cross-entropy of a packable net (an `mlp` or `cnn`) on a batch of
 its data, combined by arithmetic that can run for N models at once: ERM (the mean), Oracle (the mean over its own
-intervened batch) and GroupDRO (group weights q per model). `knobs` are the model arguments that are per-model scalars:
-runs that differ only in them (and in their seed) train as one packed model.
+intervened batch), GroupDRO (group weights q per model) and ReWeight (per-group loss weights per model). `knobs`
+are the model arguments that are per-model scalars: runs that differ only in them (and in their seed) train as one
+packed model.
 """
 
 from typing import ClassVar
@@ -11,7 +12,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from testbed.baselines import ERM, GroupDRO, Oracle
+from testbed.baselines import ERM, GroupDRO, Oracle, ReWeight
+from testbed.baselines.balance import balance_key, inverse_frequency
 from testbed.baselines.oracle import intervened
 from testbed.envs.base import Batch, ShiftedEnv
 from testbed.module import Baseline
@@ -67,5 +69,27 @@ class PackedGroupDRO(PackedERM):
         self.q, self.eta = self.q[index], self.eta[index]
 
 
+class PackedReWeight(PackedERM):
+    """Each model's per-sample losses weighted by the inverse frequency of their group (or class) in its own
+    training data, as `ReWeight.on_fit_start` sets the weights `[N, keys]`."""
+
+    def __init__(self, models: list[Baseline], envs: list[ShiftedEnv]) -> None:
+        super().__init__(models, envs)
+        self.by = models[0].hparams.by  # `by` is not a knob: a pack shares it
+        self.weights = torch.stack([inverse_frequency(self.by, env) for env in envs])
+
+    def loss(self, losses: Tensor, batch: Batch) -> Tensor:
+        keys = balance_key(self.by, self.envs[0], batch)[0]
+        return (self.weights.gather(1, keys) * losses).mean(1)
+
+    def retire(self, i: int) -> None:
+        self.models[i].weights = self.weights[i].clone()
+
+    def keep(self, index: list[int]) -> None:
+        super().keep(index)
+        self.weights = self.weights[index]
+
+
 # Exact classes: a subclass may change the training step.
-METHODS: dict[type, type[PackedERM]] = {ERM: PackedERM, Oracle: PackedOracle, GroupDRO: PackedGroupDRO}
+METHODS: dict[type, type[PackedERM]] = {ERM: PackedERM, Oracle: PackedOracle, GroupDRO: PackedGroupDRO,
+                                        ReWeight: PackedReWeight}

@@ -158,7 +158,7 @@ def test_sweep_runs_built_from_the_resolved_config_write_what_a_fresh_cli_writes
         assert len(train) == 2 and all(0 <= float(r["train/acc"]) <= 1 for r in train)
 
 
-def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_and_group_dro_and_writes_what_sequential_runs_write(
+def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_group_dro_and_reweight_and_writes_what_sequential_runs_write(
         tmp_path, capsys):
     """Packed (the default) and unpacked runs of one sweep of seeds x hyperparameter draws (lr and weight decay,
     and GroupDRO's eta): the same files, progress and results, the training log equal up to float rounding."""
@@ -166,17 +166,18 @@ def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_and_group_dro_and_writes_wh
              "args": {"data.n_train": 300, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 2,
                       "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "model.width": 8,
                       "data.batch_size": 64, "data.image_size": 12, "model.probe": False},
-             "axes": {"model": ["ERM", "Oracle", "GroupDRO"]}, "seeds": [0, 1], "hparams": "default", "draws": 2}
+             "axes": {"model": ["ERM", "Oracle", "GroupDRO", "ReWeight"]}, "seeds": [0, 1], "hparams": "default",
+             "draws": 2}
     from testbed.sweep.executors import run_sweep
 
     for pack in (True, False):
         (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))
-        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 12
+        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 16
     out = capsys.readouterr().out
-    assert "packing: 12 runs train in 3 packed models (ERM 4, GroupDRO 4, Oracle 4); 0 one by one;" in out
+    assert "packing: 16 runs train in 4 packed models (ERM 4, GroupDRO 4, Oracle 4, ReWeight 4); 0 one by one;" in out
     runs = [run for run in (tmp_path / "True").iterdir() if run.is_dir()]
     draws = {json.dumps(json.loads((run / "run.json").read_text())["hparams"], sort_keys=True) for run in runs}
-    assert len(runs) == 12 and len(draws) == 4  # draws are seeded per key: ERM and Oracle share theirs
+    assert len(runs) == 16 and len(draws) == 4  # draws are seeded per key: ERM, Oracle and ReWeight share theirs
     for run in runs:
         other = tmp_path / "False" / run.name
         assert {f.name for f in run.iterdir()} == {f.name for f in other.iterdir()}
