@@ -1,4 +1,4 @@
-"""Every private Lightning name testbed uses, in one place, each with why no public one does.
+"""Every private Lightning (and jsonargparse) name testbed uses, in one place, each with why no public one does.
 
 They are tested against the Lightning versions `setup.cfg` allows (the upper bound is the newest one tested);
 `missing()` says which of them a Lightning release no longer has, and tests/test_compat.py fails with that list.
@@ -8,7 +8,9 @@ What each buys, as measured in `benchmarks/` (benchmarks/README.md has the figur
   LightningCLI per run: a tiny run's fixed cost 180 ms -> 40 ms (sweep_overhead.py);
 - `set_fit_progress` and `early_stopping_decision`: packed training (packed.py), whose runs must report the
   steps and epochs of their own fit and stop by their own `Plateau`;
-- `set_step_budget`: no speed; `SampleBudget` could not set a step budget known only at fit start without it.
+- `set_step_budget`: no speed; `SampleBudget` could not set a step budget known only at fit start without it;
+- `option_types`: a sweep parses its runs once per scale point, not once per hyperparameter draw
+  (`testbed.sweep.resolve`).
 It also holds the one setting of Lightning's that testbed undoes where it costs time for nothing (NVML_CHECK).
 """
 
@@ -101,6 +103,14 @@ def set_step_budget(trainer: L.Trainer, max_steps: int) -> None:
     trainer.fit_loop.max_epochs = -1
 
 
+def option_types(parser: ArgumentParser) -> dict[str, Any]:
+    """Each option of `parser` (by destination) and the type hint jsonargparse checks its values against. A sweep
+    sets a drawn number on a parsed config only where the hint says parsing it would give that number back (an
+    exact `int` or `float`). Why private: jsonargparse keeps the hint only on its action (`_typehint`), and argparse
+    keeps the actions in `_actions`; no public API says what type an option parses to."""
+    return {action.dest: getattr(action, "_typehint", None) for action in parser._actions}
+
+
 def _has_path(obj: object, path: str) -> bool:
     for name in path.split("."):
         if not hasattr(obj, name):
@@ -126,10 +136,17 @@ def missing() -> list[str]:
                                        "total.completed"),
         "Trainer.fit_loop.epoch_loop.max_steps": lambda: _has_path(trainer, "fit_loop.epoch_loop.max_steps"),
         "Trainer.fit_loop.max_epochs": lambda: _has_path(trainer, "fit_loop.max_epochs"),
+        "jsonargparse ActionTypeHint._typehint": _reads_hints,
         "EarlyStopping._evaluate_stopping_criteria":
             lambda: callable(getattr(EarlyStopping, "_evaluate_stopping_criteria", None)),
     }
     return [name for name, present in checks.items() if not present()]
+
+
+def _reads_hints() -> bool:
+    parser = ArgumentParser()
+    parser.add_argument("--x", type=float)
+    return option_types(parser).get("x") is float
 
 
 def _source_names(cls: type) -> set[str]:

@@ -20,7 +20,7 @@ def test_private_lightning_names_appear_only_in_the_compat_module():
     from pathlib import Path
 
     names = ("_given_hyperparameters_context", "_run_subcommand", "_subcommand_parsers", "_instantiate_trainer",
-             "epoch_progress", "optim_progress", "epoch_loop")
+             "epoch_progress", "optim_progress", "epoch_loop", "_typehint")
     root = Path(compat.__file__).resolve().parents[1]
     files = [p for folder in ("testbed", "envs", "baselines") for p in (root / folder).glob("*.py")]
     users = sorted(str(p.relative_to(root)) for p in files
