@@ -174,8 +174,8 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     jobs = packs(pending) if sweep.pack else [[run] for run in pending]
     if sweep.pack and pending:
         print(f"packing: {pack_summary(jobs)}; packing needs runs that differ only in their seed and lr, weight_decay "
-              "or eta, of ERM, Oracle or GroupDRO on an mlp or cnn backbone, with no callback but Plateau, without "
-              "validation or checkpoints, on the CPU")
+              "or eta, of ERM, Oracle, GroupDRO or ReWeight on an mlp or cnn backbone, with no callback but Plateau, "
+              "without validation or checkpoints, on the CPU")
     statuses = []
     for wave in waves(pending, sweep):  # stages in dependency order; a sweep without stages is one wave
         lost = orphans(wave, root)
