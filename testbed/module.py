@@ -196,8 +196,11 @@ class Baseline(L.LightningModule):
         """The model's logits, and while a probe is fit, the probe head's on the same features."""
         if self.probe_head is None:
             return [self(x)]
-        f = self.net[:-1](x)
-        return [self.net[-1](f), self.probe_head(f)]
+        return self.heads(self.net[:-1](x))
+
+    def heads(self, f: Tensor) -> list[Tensor]:
+        """The logits of the model's head, and while a probe is fit the probe head's, on penultimate features `f`."""
+        return [self.net[-1](f), *([] if self.probe_head is None else [self.probe_head(f)])]
 
     def score(self, env: ShiftedEnv, batch: Batch, cf_gen: torch.Generator | None = None) -> Tensor:
         """The tallies `[heads, ...]` of one batch of `env` (`testbed.metrics.score`)."""

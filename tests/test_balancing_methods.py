@@ -60,7 +60,7 @@ def test_bad_balancing_key_is_one_line(workdir, capsys):
 
 
 @pytest.mark.slow
-def test_every_new_baseline_trains_in_a_sweep_with_packing_refused(workdir, capsys):
+def test_every_new_baseline_trains_in_a_sweep_and_only_reweight_of_them_packs(workdir, capsys):
     tiny = {"data.image_size": 8, "data.n_train": 256, "data.n_val": 64, "data.n_test": 64, "trainer.max_epochs": 3,
             "model.width": 16, "trainer.limit_val_batches": 0, "trainer.enable_checkpointing": False,
             "trainer.enable_progress_bar": False}
@@ -69,10 +69,10 @@ def test_every_new_baseline_trains_in_a_sweep_with_packing_refused(workdir, caps
     path.write_text(json.dumps(sweep))
     runs = expand(load_sweep(path))
     identify(runs)
-    assert sorted(len(job) for job in packs(runs)) == [1] * 14 + [2]  # only ERM's two seeds pack
+    assert sorted(len(job) for job in packs(runs)) == [1] * 12 + [2, 2]  # ERM's and ReWeight's seeds pack
     path.write_text(json.dumps({**sweep, "axes": {"model": NEW}, "seeds": [0]}))
     run_cli("sweep", "-c", str(path), "--out", "runs")
-    assert "0 runs train in 0 packed models; 7 one by one" in capsys.readouterr().out
+    assert "0 runs train in 0 packed models; 7 one by one" in capsys.readouterr().out  # one seed: none to pack
     done = [json.loads((d / "results.json").read_text()) for d in (workdir / "runs/new").iterdir()
             if (d / "done").exists()]
     assert sorted(r["model"] for r in done) == sorted(NEW)

@@ -13,11 +13,9 @@ from conftest import CONFIGS
 from testbed.backbones import build_backbone
 from testbed.cli import lightning_cli
 from testbed.envs import SpuriousShapes
-from testbed.envs.base import Batch, TensorLoader
 from testbed.packed import Member, fit_packed, groups, packable, train_many, train_sequential
 from testbed.sweep import Run, expand, load_sweep
 from testbed.sweep.job import execute
-from testbed.sweep.packing import shared_renders
 from testbed.sweep.resolve import identify
 from testbed.sweep.spec import as_arg
 from testbed.trainer import sweep_run
@@ -96,28 +94,6 @@ def test_draws_of_one_seed_train_on_one_shared_batch_and_first_layer_and_still_m
             assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
         first, other = packed_members[0].losses, packed_members[2].losses  # seed 0, two learning rates
         assert first[0] == other[0] and (first[9] - other[9]).abs() > 1e-4  # one start, then their own paths
-
-
-def test_runs_of_one_seed_render_each_intervened_test_batch_once(monkeypatch):
-    rendered, intervene = [], SpuriousShapes.intervene
-    monkeypatch.setattr(SpuriousShapes, "intervene", lambda self, batch, a=None, causal=None:
-                        rendered.append(self) or intervene(self, batch, a, causal))
-    envs = [SpuriousShapes(n_train=50, n_val=10, n_test=40, image_size=8, seed=seed) for seed in (0, 0, 0, 1)]
-    for env in envs:
-        env.setup()
-    for env in envs[1:3]:  # the draws of seed 0 share its samples, as a packed job's do
-        env.data, env.val_data = envs[0].data, envs[0].val_data
-
-    def first(env: SpuriousShapes) -> Batch:
-        return next(iter(TensorLoader(env.data[env.eval_names("test")[0]], 16)))
-
-    with shared_renders(envs):
-        outs = [env.intervene(first(env), a=1 - first(env).a) for env in envs]
-        again = envs[0].intervene(first(envs[0]), a=first(envs[0]).a)  # other values: rendered anew
-    assert len(rendered) == 3 and outs[0] is outs[1] is outs[2]
-    assert torch.equal(outs[3], intervene(envs[3], first(envs[3]), a=1 - first(envs[3]).a))
-    assert not torch.equal(again, outs[0])
-    assert "intervene" not in envs[0].__dict__  # the class's own again
 
 
 def test_only_nets_of_one_packable_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
@@ -246,3 +222,24 @@ def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_
         stops.append((a["steps"], a["convergence"]["converged"]))
     # Some runs stop on a plateau, at different steps; others run to the cap, 30 steps, in their 8th epoch.
     assert (30, False) in stops and len({s for s, c in stops if c and s < 30}) >= 2
+
+
+def test_packed_runs_tested_together_with_their_probes_score_as_each_tested_alone(tmp_path):
+    """The draws of one seed are tested in one pass (one packed forward, each intervention made once): with the
+    probe on, each run's own and its probe's test metrics equal those of the same run trained and tested alone."""
+    sweep = {"configs": [str(CONFIGS / "envs" / "confounded.yaml")], "seeds": [0, 1], "axes": {"model": ["ERM"]},
+             "args": {"data.n_train": 300, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 2,
+                      "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "model.width": 8,
+                      "data.batch_size": 64, "data.image_size": 12, "model.probe": True},
+             "hparams": {"model.lr": [0.01, 0.003]}}
+    from testbed.sweep.executors import run_sweep
+
+    for pack in (True, False):
+        (tmp_path / f"{pack}.yaml").write_text(json.dumps({**sweep, "name": str(pack), "pack": pack}))
+        assert run_sweep(tmp_path / f"{pack}.yaml", tmp_path)["done"] == 4
+    for run in (tmp_path / "True").iterdir():
+        if run.is_dir():
+            alone = tmp_path / "False" / run.name
+            a, b = (json.loads((d / "results.json").read_text())["metrics"] for d in (run, alone))
+            assert a.keys() == b.keys() and {"probe/acc_avg", "test/spurious_reliance"} <= a.keys()
+            assert all(abs(a[k] - b[k]) <= 1e-3 for k in a), {k: (a[k], b[k]) for k in a if abs(a[k] - b[k]) > 1e-3}

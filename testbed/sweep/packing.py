@@ -10,7 +10,7 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from torch import Tensor
 
 from testbed.budget import Plateau
 from testbed.compat import early_stopping_decision, set_fit_progress
-from testbed.envs.base import Batch, ShiftedEnv
+from testbed.envs.base import ShiftedEnv, TensorLoader
+from testbed.metrics import score
 from testbed.module import Baseline
-from testbed.packed import Member, fit_packed
+from testbed.packed import Member, PackedNet, fit_packed
 from testbed.packed_methods import METHODS
-from testbed.results import finish_fit
+from testbed.results import finish_fit, write_results
 from testbed.sweep.fit import build, load
 from testbed.sweep.spec import Run
 from testbed.trainer import PACKABLE
@@ -101,57 +102,65 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     method = METHODS[type(model)]([b[2] for b in built], [b[1] for b in built])
     fit_packed(members, env.batch_size, trainer.max_epochs, method, trainer.max_steps)
     wall = (wall + time.perf_counter() - start) / len(built)
+    for member, (_, _, model, trainer) in zip(members, built):
+        record_fit(member, model, trainer)
     paths = {}
-    for data in dict.fromkeys(keys):  # the runs of one seed's samples one after another, sharing their renders
+    for data in dict.fromkeys(keys):  # the runs of one seed's samples tested together where they can be
         runs = [k for k, key in enumerate(keys) if key == data]
-        with shared_renders([built[k][1] for k in runs]):
-            for k in runs:
-                paths[k] = finish_member(members[k], *built[k], wall)
+        if testable_together([built[k][2] for k in runs], built[runs[0]][1], built[runs[0]][3]):
+            test_together([built[k][1:] for k in runs], [members[k].rng for k in runs])
+            paths |= {k: write_results(built[k][3], built[k][2], built[k][0], wall) for k in runs}
+        for k in runs:
+            if k not in paths:
+                torch.set_rng_state(members[k].rng)  # what the test (the probe's head) draws from, as after its fit
+                paths[k] = finish_fit(built[k][3], built[k][2], built[k][1], built[k][0], wall)
     release_heap()
     return [paths[k] for k in range(len(built))]
 
 
-def finish_member(member: Member, seed: int, env: ShiftedEnv, model: Baseline, trainer: L.Trainer,
-                  wall: float) -> Path:
-    """Log a packed member's training as its sequential fit would, leave its trainer's progress as that fit would,
-    then test it and write its results (`finish_fit`)."""
+def record_fit(member: Member, model: Baseline, trainer: L.Trainer) -> None:
+    """Log a packed member's training as its sequential fit would, and leave its trainer's progress as that fit
+    would (what results.json and the test row of metrics.csv report)."""
     for e, ((loss, acc), end) in enumerate(zip(member.curve, member.epoch_ends)):
         # The training log of a sequential fit: the epoch's mean loss and accuracy, at its last step.
         model.train_curve.append((loss, acc))
         for logger in trainer.loggers:
             logger.log_metrics({"train/acc": acc, "train/loss": loss, "epoch": e}, step=end - 1)
-    # The progress a sequential fit leaves, which results.json and the test row of metrics.csv report.
     set_fit_progress(trainer, len(member.curve), member.epoch_ends[-1])
     model.samples_seen, model.epochs_done = member.samples, len(member.curve)
-    torch.set_rng_state(member.rng)  # what the test (the probe's head) draws from, as after its own fit
-    return finish_fit(trainer, model, env, seed, wall)
 
 
-@contextlib.contextmanager
-def shared_renders(envs: list[ShiftedEnv]) -> Iterator[None]:
-    """Render each intervened test batch once for runs whose environments hold the same samples (the draws of one
-    seed). Their tests ask `intervene` the same questions: the same batches (slices of the same tensors, named by
-    address, shape and strides) with the same counterfactual values (each test seeds its draws alike). A cached
-    entry holds its batch's inputs, so that no other tensor can take their address while the cache lives."""
-    cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+def testable_together(models: list[Baseline], env: ShiftedEnv, trainer: L.Trainer) -> bool:
+    """Whether `test_together` tests these runs as `trainer.test` would: fixed test samples (not the states a
+    model visits), every test batch, and the models' own `Baseline.forward`."""
+    return (type(env).eval_data is ShiftedEnv.eval_data and trainer.limit_test_batches == 1.0
+            and all(type(model).forward is Baseline.forward for model in models))
 
-    def memo(intervene: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def call(batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
-            x = batch.x
-            key = (x.data_ptr(), tuple(x.shape), x.stride(),
-                   *(None if v is None else v.cpu().numpy().tobytes() for v in (a, causal)))
-            if key not in cache:
-                cache[key] = (x, intervene(batch, a=a, causal=causal))
-            return cache[key][1]
-        return call
 
-    for env in envs:
-        env.intervene = memo(env.intervene)
-    try:
-        yield
-    finally:
-        for env in envs:
-            del env.intervene  # the class's own again
+@torch.no_grad()
+def test_together(runs: list[tuple[ShiftedEnv, Baseline, L.Trainer]], rngs: list[Tensor]) -> None:
+    """Test runs whose environments hold the same samples (the draws of one seed) in one pass, each as its own
+    `trainer.test` would: every test batch, and each intervention on it, is made once, and one packed forward
+    pass gives every model's penultimate features (the first layers as one matmul); each model's heads (and
+    probe's) score them into its own tallies, whose metrics it logs and keeps in `results`."""
+    models = [model for _, model, _ in runs]
+    for (env, model, trainer), rng in zip(runs, rngs):
+        model.trainer, trainer.datamodule, env.trainer = trainer, env, trainer  # what `trainer.test` attaches
+        model.eval()
+        torch.set_rng_state(rng)  # what the probe's head draws from, as after the run's own fit
+        model._start("test")
+    features, env = PackedNet([model.net[:-1] for model in models]), runs[0][0]
+    predict = lambda x: [z for model, f in zip(models, features(x[None], [len(models)])) for z in model.heads(f)]  # noqa: E731
+    counts = [len(model.tallies[env.eval_names("test")[0]]) for model in models]  # heads: the model's, a probe's
+    for name in env.eval_names("test"):
+        for batch in TensorLoader(env.eval_data(name, models[0], "test"), env.eval_batch_size):
+            tallies = score(predict, env, batch, models[0]._cf_gen).split(counts)
+            for model, tally in zip(models, tallies):
+                model.tallies[name] += tally
+    for _, model, trainer in runs:
+        model.results = model._end("test")
+        for logger in trainer.loggers:
+            logger.finalize("success")
 
 
 def release_heap() -> None:
