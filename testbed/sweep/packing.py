@@ -10,7 +10,7 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +105,20 @@ def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
     for member, (_, _, model, trainer) in zip(members, built):
         record_fit(member, model, trainer)
     paths = {}
-    for data in dict.fromkeys(keys):  # the runs of one seed's samples tested together where they can be
-        runs = [k for k, key in enumerate(keys) if key == data]
-        if testable_together([built[k][2] for k in runs], built[runs[0]][1], built[runs[0]][3]):
-            test_together([built[k][1:] for k in runs], [members[k].rng for k in runs])
-            paths |= {k: write_results(built[k][3], built[k][2], built[k][0], wall) for k in runs}
-        for k in runs:
-            if k not in paths:
+    for data in dict.fromkeys(keys):  # the runs of one seed's samples, tested together where they can be
+        group = [k for k, key in enumerate(keys) if key == data]
+        seeds, envs, models, trainers = zip(*(built[k] for k in group))
+        together = testable_together(models, envs[0], trainers[0])
+        if together:
+            test_together(envs, models, trainers, [members[k].rng for k in group])
+        for k, seed, env, model, trainer in zip(group, seeds, envs, models, trainers):
+            if together:
+                paths[k] = write_results(trainer, model, seed, wall)
+            else:
                 torch.set_rng_state(members[k].rng)  # what the test (the probe's head) draws from, as after its fit
-                paths[k] = finish_fit(built[k][3], built[k][2], built[k][1], built[k][0], wall)
+                paths[k] = finish_fit(trainer, model, env, seed, wall)
+    for _, env, _, _ in built:  # freed now, not when the cyclic collector next finds the job's trainers and models
+        env.data, env.val_data, env._pooled = {}, {}, None
     release_heap()
     return [paths[k] for k in range(len(built))]
 
@@ -130,7 +135,7 @@ def record_fit(member: Member, model: Baseline, trainer: L.Trainer) -> None:
     model.samples_seen, model.epochs_done = member.samples, len(member.curve)
 
 
-def testable_together(models: list[Baseline], env: ShiftedEnv, trainer: L.Trainer) -> bool:
+def testable_together(models: Sequence[Baseline], env: ShiftedEnv, trainer: L.Trainer) -> bool:
     """Whether `test_together` tests these runs as `trainer.test` would: fixed test samples (not the states a
     model visits), every test batch, and the models' own `Baseline.forward`."""
     return (type(env).eval_data is ShiftedEnv.eval_data and trainer.limit_test_batches == 1.0
@@ -138,26 +143,28 @@ def testable_together(models: list[Baseline], env: ShiftedEnv, trainer: L.Traine
 
 
 @torch.no_grad()
-def test_together(runs: list[tuple[ShiftedEnv, Baseline, L.Trainer]], rngs: list[Tensor]) -> None:
+def test_together(envs: Sequence[ShiftedEnv], models: Sequence[Baseline], trainers: Sequence[L.Trainer],
+                  rngs: Sequence[Tensor]) -> None:
     """Test runs whose environments hold the same samples (the draws of one seed) in one pass, each as its own
     `trainer.test` would: every test batch, and each intervention on it, is made once, and one packed forward
     pass gives every model's penultimate features (the first layers as one matmul); each model's heads (and
     probe's) score them into its own tallies, whose metrics it logs and keeps in `results`."""
-    models = [model for _, model, _ in runs]
-    for (env, model, trainer), rng in zip(runs, rngs):
+    for env, model, trainer, rng in zip(envs, models, trainers, rngs):
         model.trainer, trainer.datamodule, env.trainer = trainer, env, trainer  # what `trainer.test` attaches
         model.eval()
         torch.set_rng_state(rng)  # what the probe's head draws from, as after the run's own fit
         model._start("test")
-    features, env = PackedNet([model.net[:-1] for model in models]), runs[0][0]
-    predict = lambda x: [z for model, f in zip(models, features(x[None], [len(models)])) for z in model.heads(f)]  # noqa: E731
-    counts = [len(model.tallies[env.eval_names("test")[0]]) for model in models]  # heads: the model's, a probe's
-    for name in env.eval_names("test"):
+    features, env, names = PackedNet([model.net[:-1] for model in models]), envs[0], envs[0].eval_names("test")
+
+    def predict(x: Tensor) -> list[Tensor]:
+        return [z for model, f in zip(models, features(x[None], [len(models)])) for z in model.heads(f)]
+
+    counts = [len(model.tallies[names[0]]) for model in models]  # heads each: the model's, and a probe's
+    for name in names:
         for batch in TensorLoader(env.eval_data(name, models[0], "test"), env.eval_batch_size):
-            tallies = score(predict, env, batch, models[0]._cf_gen).split(counts)
-            for model, tally in zip(models, tallies):
+            for model, tally in zip(models, score(predict, env, batch, models[0]._cf_gen).split(counts)):
                 model.tallies[name] += tally
-    for _, model, trainer in runs:
+    for model, trainer in zip(models, trainers):
         model.results = model._end("test")
         for logger in trainer.loggers:
             logger.finalize("success")
