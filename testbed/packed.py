@@ -202,8 +202,8 @@ class PackedAdam:
             grad = p.grad.add(p * self.weight_decay.view(per_model)) if self.decays else p.grad
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.sub_(step_size.view(per_model) * m / denom)
+            denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(m * step_size.view(per_model), denom, value=-1)  # in place: two temporaries, not four
 
     def keep(self, index: list[int], params: list[Tensor]) -> None:
         """Keep only the models at `index` (whose parameters are now `params`): every model has taken the same
