@@ -171,10 +171,7 @@ class Group:
     configs: Template | None
 
     def namespace(self, values: dict[str, Any]) -> Namespace:
-        config = self.config.clone()
-        for path, value in values.items():
-            config[path] = value
-        return config
+        return with_values(self.config, values)
 
     def dump(self, parser: ArgumentParser, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The run's id text (its dump without None values) and its config (the dump with them, loaded)."""
@@ -204,8 +201,8 @@ class Groups:
         group = self.group(run, numbers)
         if group is None:
             numbers, group = {}, self.group(run, {})
-        values = {path: self.number(group.config, key, numbers[key]) for key, path in paths(numbers).items()}
-        return group, {"seed_everything": run.seed, "data.init_args.seed": run.seed, **values}
+        return group, seeded(run, {path: self.number(group.config, key, numbers[key])
+                                   for key, path in paths(numbers).items()})
 
     def group(self, run: Run, numbers: dict[str, Any]) -> Group | None:
         skip = {*seed_args(run), *(as_arg(k, v) for k, v in numbers.items())}
@@ -219,10 +216,10 @@ class Groups:
         values = {path: self.number(config, key, numbers[key]) for key, path in paths(numbers).items()}
         if not all(same(config.get(path), value) for path, value in values.items()):
             return None
-        values = {"seed_everything": run.seed, "data.init_args.seed": run.seed, **values}
-        seeded = Group(config, None, None).namespace(values)
-        texts = self.parser.dump(seeded, skip_validation=True), self.parser.dump(seeded, skip_none=False,
-                                                                                    skip_validation=True)
+        values = seeded(run, values)
+        first = with_values(config, values)
+        texts = self.parser.dump(first, skip_validation=True), self.parser.dump(first, skip_none=False,
+                                                                                   skip_validation=True)
         return Group(config, template(texts[0], values), template(texts[1], values))
 
     def parse(self, run: Run) -> Namespace:
@@ -267,6 +264,20 @@ def paths(numbers: dict[str, Any]) -> dict[str, str]:
 
 def seed_args(run: Run) -> tuple[str, str]:
     return f"--seed_everything={run.seed}", f"--data.seed={run.seed}"
+
+
+def seeded(run: Run, values: dict[str, Any]) -> dict[str, Any]:
+    """The values to set on a run's parsed config, by namespace path: its seeds (as `seed_args` give them), then
+    `values`."""
+    return {"seed_everything": run.seed, "data.init_args.seed": run.seed, **values}
+
+
+def with_values(config: Namespace, values: dict[str, Any]) -> Namespace:
+    """A copy of `config` with `values` set, by namespace path."""
+    config = config.clone()
+    for path, value in values.items():
+        config[path] = value
+    return config
 
 
 @cache
