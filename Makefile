@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -c "import torchvision.ops, lightning, testbed.cli"
+	$(BIN)/python -c "import torchvision.ops, lightning, testbed.cli.lightning"
 	touch $@
 
 run: $(VENV)/.installed

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from testbed.envs.base import Batch, ShiftedEnv
 from testbed.errors import ConfigError
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 By = Literal["group", "class"]
 

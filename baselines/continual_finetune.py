@@ -6,7 +6,7 @@ from torch import Tensor
 
 from testbed.envs.base import Batch, ShiftedEnv
 from testbed.errors import ConfigError, check_positive, check_unit
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 Changes = dict[str, Any]
 

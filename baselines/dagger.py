@@ -5,7 +5,7 @@ from torch import Tensor
 
 from testbed.envs.base import Batch, ShiftedEnv, concat
 from testbed.errors import ConfigError, check_positive, check_unit
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class DAgger(Baseline):

@@ -6,13 +6,13 @@ import torch
 from testbed.baselines.erm import ERM
 from testbed.envs.base import ShiftedEnv
 from testbed.errors import ConfigError
-from testbed.probe import body_and_head, heldout_head
+from testbed.training.probe import body_and_head, heldout_head
 
 
 class DFR(ERM):
     """ERM training; before testing, the head is replaced by a logistic regression on the frozen features, fit
     on group-balanced draws of the `id` environments' validation samples and averaged over draws: the probe's
-    head (`testbed.probe`), which here becomes the model's. DFR tunes an L1 penalty on half of the validation
+    head (`testbed.training.probe`), which here becomes the model's. DFR tunes an L1 penalty on half of the validation
     data; this uses the probe's small fixed L2 penalty and all of it, so it needs no selection."""
 
     def check_env(self, env: ShiftedEnv) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor
 from testbed.baselines.risks import group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 # Bandwidths of the sum of Gaussian kernels in DomainBed's MMD.
 GAMMAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)

@@ -3,7 +3,7 @@
 from torch import Tensor
 
 from testbed.envs.base import Batch
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class ERM(Baseline):

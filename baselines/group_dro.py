@@ -7,7 +7,7 @@ from testbed.baselines.risks import group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.hparams import Range
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class GroupDRO(Baseline):

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from testbed.envs.base import Batch, TensorLoader, concat
 from testbed.errors import ConfigError, check_positive
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class JTT(Baseline):

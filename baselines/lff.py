@@ -4,10 +4,10 @@ classifier")."""
 import torch.nn.functional as F
 from torch import Tensor
 
-from testbed.backbones import build_backbone
 from testbed.envs.base import Batch
 from testbed.errors import ConfigError
-from testbed.module import Baseline
+from testbed.training.backbones import build_backbone
+from testbed.training.module import Baseline
 
 
 class LfF(Baseline):

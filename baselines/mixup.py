@@ -7,7 +7,7 @@ from torch import Tensor
 
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class Mixup(Baseline):

@@ -8,8 +8,8 @@ from torch import Tensor
 
 from testbed.envs.base import Batch, ShiftedEnv, concat
 from testbed.errors import ConfigError, check_positive, check_unit
-from testbed.metrics import env_metrics
-from testbed.module import Baseline
+from testbed.training.metrics import env_metrics
+from testbed.training.module import Baseline
 
 
 class Online(Baseline):

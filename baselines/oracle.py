@@ -5,7 +5,7 @@ from torch import Tensor
 
 from testbed.envs.base import Batch, ShiftedEnv
 from testbed.errors import ConfigError
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class Oracle(Baseline):
@@ -23,6 +23,6 @@ class Oracle(Baseline):
 
 def intervened(env: ShiftedEnv, batch: Batch) -> Batch:
     """The batch rendered again with the attribute drawn uniformly from the global RNG (packed training replays
-    this per packed model, `testbed.packed_methods`)."""
+    this per packed model, `testbed.run.packed_methods`)."""
     a = torch.randint(env.n_attr, batch.a.shape, device=batch.a.device)
     return batch._replace(x=env.intervene(batch, a=a), a=a)

@@ -6,7 +6,7 @@ from testbed.baselines.risks import annealed, group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
 from testbed.hparams import Range
-from testbed.module import Baseline
+from testbed.training.module import Baseline
 
 
 class VREx(Baseline):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from common import bench_args, interleaved, timed
 
-from testbed.backbones import build_backbone, training_flops_per_sample
+from testbed.training.backbones import build_backbone, training_flops_per_sample
 
 BATCH, STEPS, SIDE = 256, 20, 2048
 

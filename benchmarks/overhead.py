@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from common import bench_args, interleaved, report, timed
 
-from testbed.backbones import build_backbone
 from testbed.baselines import ERM
 from testbed.envs import SpuriousShapes
 from testbed.envs.base import TensorLoader
+from testbed.training.backbones import build_backbone
 
 # (label, width, depth, n_train, epochs): the default MLP, and one whose step takes >= 40 ms here.
 CASES = [("default MLP (width 256, depth 2)", 256, 2, 8192, 2), ("large MLP (width 2048, depth 2)", 2048, 2, 1024, 2)]

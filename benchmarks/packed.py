@@ -1,9 +1,9 @@
 """Packed training: N small nets of one config (4 learning-rate draws for each seed; the draws of one seed share
-its data, data order and initial weights, as in a sweep) trained together as one batched model (`testbed.packed`),
-vs the same N runs one after another in a plain loop, for MLPs (widths 8, 32, 128) and the quickstart's CNN
-(widths 1, 4, 17 on 12-pixel images). Each packed model's losses are checked against its sequential run (max
-|diff| <= 1e-5). Then the same through `testbed sweep`: 16 runs (4 learning-rate draws x 4 seeds) of ERM and of
-Oracle at each width, packed (the default) vs `pack: false`, whole sweeps in one process, side by side, at
+its data, data order and initial weights, as in a sweep) trained together as one batched model
+(`testbed.training.packed`), vs the same N runs one after another in a plain loop, for MLPs (widths 8, 32, 128)
+and the quickstart's CNN (widths 1, 4, 17 on 12-pixel images). Each packed model's losses are checked against its
+sequential run (max |diff| <= 1e-5). Then the same through `testbed sweep`: 16 runs (4 learning-rate draws x 4 seeds) of
+ERM and of Oracle at each width, packed (the default) vs `pack: false`, whole sweeps in one process, side by side, at
 `--epochs` of 16 steps. `--device cuda` runs the loops on a GPU (sweeps pack only on the CPU).
 
     .venv/bin/python benchmarks/packed.py [--n 16] [--repeats 5] [--threads 2] [--clock cpu] [--loops 0] [--sweeps 0]
@@ -24,10 +24,10 @@ from common import bench_args, interleaved, report, timed
 from torch import Tensor
 
 import testbed.sweep.executors
-from testbed.backbones import build_backbone
 from testbed.envs import SpuriousShapes
-from testbed.packed import Member, fit_packed, train_sequential
 from testbed.sweep.executors import run_sweep
+from testbed.training.backbones import build_backbone
+from testbed.training.packed import Member, fit_packed, train_sequential
 
 BATCH, EPOCHS, N_TRAIN = 256, 2, 2048
 DRAWS = 4  # learning-rate draws per seed, as in the sweeps below

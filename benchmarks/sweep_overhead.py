@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from common import bench_args, interleaved, timed
 
-from testbed.backbones import build_backbone
-from testbed.cli import resolver
 from testbed.envs.base import ShiftedEnv, TensorLoader
-from testbed.metrics import summarize, tally, tally_size
+from testbed.run.config import resolver
 from testbed.sweep import Run, expand, load_sweep
 from testbed.sweep.job import execute
 from testbed.sweep.resolve import identify
+from testbed.training.backbones import build_backbone
+from testbed.training.metrics import summarize, tally, tally_size
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny and large runs of the shape the quickstart had when this benchmark was written (an MLP on the confounded

@@ -9,8 +9,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from torch import Tensor
 from wilds.datasets.wilds_dataset import WILDSDataset
 
-from testbed import hf
 from testbed.envs.base import Batch
+from testbed.envs.tokenizer import tokenizer as load_tokenizer
 from testbed.envs.wilds_env import WildsEnv
 from testbed.errors import check_choice, check_positive
 
@@ -64,8 +64,8 @@ class CivilComments(WildsEnv):
             self.encoder = self.build_tokenizer([self.source.get_input(i) for i in train_rows.tolist()], vocab_size)
             self.vocab_size = self.encoder.get_vocab_size()
         else:
-            self.encoder = hf.tokenizer(tokenizer)
-            if self.encoder.pad_token is None:  # GPT-2, Pythia: pad with end-of-text, as `hf.pad_id` says
+            self.encoder = load_tokenizer(tokenizer)
+            if self.encoder.pad_token is None:  # GPT-2, Pythia: pad with end-of-text, as `pad_id` says
                 self.encoder.pad_token = self.encoder.eos_token
             self.vocab_size = len(self.encoder)
 

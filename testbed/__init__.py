@@ -1,7 +1,7 @@
 """testbed: does scaling offline training remove causal confusion?
 
-Importing the package itself is cheap (no torch, no Lightning), and so is the entry point (`testbed.main`):
-`testbed collect`, `plot` and `report` need neither. LightningCLI as testbed configures it (`testbed.cli`, for
+Importing the package itself is cheap (no torch, no Lightning), and so is the entry point (`testbed.cli.main`):
+`testbed collect`, `plot` and `report` need neither. LightningCLI as testbed configures it (`testbed.cli.lightning`, for
 `fit`, `validate`, `test` and the parser a sweep resolves its runs with) imports `testbed.envs` and
 `testbed.baselines`, which registers every environment and baseline: `--data=SpuriousShapes` and `--model=ERM`
 resolve because those classes are then imported.

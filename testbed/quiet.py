@@ -29,7 +29,7 @@ def quiet(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # sweeps give argv on purpose
     warnings.filterwarnings("ignore", message="Experiment logs directory")  # a sweep run's folder has run.json
     # Known to be harmless here (`--verbose` shows them again): Lightning's own use of a deprecated torch name, and
-    # its advice to log more often than once per epoch, which Baseline does on purpose (testbed/module.py).
+    # its advice to log more often than once per epoch, which Baseline does on purpose (testbed/training/module.py).
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message="The number of training batches")
     warnings.filterwarnings("ignore", message="The dirpath has changed from")  # `test` of a checkpoint: a new version

@@ -19,7 +19,7 @@ QUIET = ["--trainer.enable_progress_bar=false"]
 
 def run_cli(*args: str) -> None:
     """Run `testbed ARGS` in this process, as a user would type it."""
-    from testbed.main import main
+    from testbed.cli.main import main
 
     with patch.object(sys, "argv", ["testbed"]):
         main([*args])

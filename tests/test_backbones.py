@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from testbed.backbones import backbone_flops, build_backbone, count_params, training_flops_per_sample
+from testbed.training.backbones import backbone_flops, build_backbone, count_params, training_flops_per_sample
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])

@@ -1,7 +1,7 @@
 """A corpus of mistyped commands, as a new user types them: each must exit with status 2 and one line on stderr
 that names the field or file and what is allowed, and write nothing.
 
-Every command runs through the real entry point (`testbed.main.main`) in this process: a subprocess would spend
+Every command runs through the real entry point (`testbed.cli.main.main`) in this process: a subprocess would spend
 seconds importing for each case.
 """
 

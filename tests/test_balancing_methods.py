@@ -9,7 +9,7 @@ from conftest import CONFIGS, QUIET, cli_error, results, run_cli
 from testbed.baselines import ReSample, ReWeight
 from testbed.envs import GaussianGroups
 from testbed.sweep import expand, load_sweep
-from testbed.sweep.packing import packs
+from testbed.sweep.job import packs
 from testbed.sweep.resolve import identify
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")

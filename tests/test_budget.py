@@ -8,7 +8,7 @@ FIT = ["fit", "-c", str(CONFIGS / "envs/confounded.yaml"), "-c", str(CONFIGS / "
 
 
 def test_plateau_stops_when_the_training_loss_stops_improving_and_records_it(workdir):
-    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.callbacks+=testbed.budget.Plateau",
+    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.callbacks+=testbed.training.budget.Plateau",
             "--trainer.callbacks.min_delta=0.02", "--trainer.callbacks.patience=2")
     run = results(workdir / "runs/lightning_logs/version_0")
     record = run["convergence"]
@@ -19,7 +19,7 @@ def test_plateau_stops_when_the_training_loss_stops_improving_and_records_it(wor
 
 
 def test_a_sample_budget_sets_the_steps_and_a_short_run_is_not_converged(workdir):
-    run_cli(*FIT, "--trainer.callbacks+=testbed.budget.SampleBudget", "--trainer.callbacks.samples=640")
+    run_cli(*FIT, "--trainer.callbacks+=testbed.training.budget.SampleBudget", "--trainer.callbacks.samples=640")
     run = results(workdir / "runs/lightning_logs/version_0")
     assert run["steps"] == 10 and run["train_samples"] == 640
     assert run["convergence"]["converged"] is False  # 2 epochs cannot show 3 without improvement
@@ -29,7 +29,8 @@ def test_epochs_before_min_steps_do_not_count_toward_the_plateau(workdir):
     # min_delta 1.0: no epoch counts as an improvement, so the plateau holds `patience` epochs after counting starts.
     # 8 steps per epoch; counting starts with the epoch that reaches step 40, so the run stops at 40 + 2 * 8 steps
     # (Lightning alone would stop at step 40, on a decision taken after the second epoch).
-    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.min_steps=40", "--trainer.callbacks+=testbed.budget.Plateau",
+    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.min_steps=40",
+            "--trainer.callbacks+=testbed.training.budget.Plateau",
             "--trainer.callbacks.min_delta=1.0", "--trainer.callbacks.patience=2")
     run = results(workdir / "runs/lightning_logs/version_0")
     assert run["steps"] == 56 and run["convergence"]["converged"] is True

@@ -8,8 +8,8 @@ import pytest
 from conftest import CONFIGS, run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.control_report import dagger_table, labels_needed, labels_to_target
-from testbed.online_report import read_runs
+from testbed.analysis.control_report import dagger_table, labels_needed, labels_to_target
+from testbed.analysis.online_report import read_runs
 
 BRAKING = str(CONFIGS / "control" / "braking.yaml")
 HORIZON, EPISODES, ROUNDS = 100, 10, 4

@@ -10,15 +10,15 @@ from pathlib import Path
 import torch
 from conftest import CONFIGS
 
-from testbed.backbones import build_backbone
-from testbed.cli import lightning_cli
+from testbed.cli.lightning import lightning_cli
 from testbed.envs import SpuriousShapes
-from testbed.packed import Member, fit_packed, groups, packable, train_many, train_sequential
 from testbed.sweep import Run, expand, load_sweep
 from testbed.sweep.job import execute
 from testbed.sweep.resolve import identify
 from testbed.sweep.spec import as_arg
-from testbed.trainer import sweep_run
+from testbed.training.backbones import build_backbone
+from testbed.training.packed import Member, fit_packed, groups, packable, train_many, train_sequential
+from testbed.training.trainer import sweep_run
 
 
 def fit_args(run: Run, out: Path) -> list[str]:
@@ -101,7 +101,7 @@ def test_only_nets_of_one_packable_shape_are_packed_and_others_fall_back_with_a_
     resnets = members("resnet", n=2)  # BatchNorm: batch statistics per model are not packed
     assert not packable([m.net for m in resnets])
     assert not packable([members("mlp", n=1)[0].net, members("cnn", n=1)[0].net])
-    with caplog.at_level(logging.INFO, logger="testbed.packed"):
+    with caplog.at_level(logging.INFO, logger="testbed.training.packed"):
         losses = train_many(resnets, batch_size=64, epochs=1)
     assert losses.shape == (5, 2) and "training them sequentially" in caplog.text
 
@@ -191,7 +191,7 @@ def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_
                       "data.n_train": 256, "data.n_val": 50, "data.n_test": 50, "data.batch_size": 64,
                       "data.image_size": 8, "trainer.max_epochs": -1, "trainer.min_steps": 8,
                       "trainer.limit_val_batches": 0, "trainer.enable_checkpointing": False,
-                      "trainer.callbacks": [{"class_path": "testbed.budget.Plateau",
+                      "trainer.callbacks": [{"class_path": "testbed.training.budget.Plateau",
                                              "init_args": {"min_delta": 0.002, "patience": 2}}]},
              "axes": {"model": ["ERM", "Oracle"], "trainer.max_steps": [30]},
              "seeds": [0, 1], "hparams": {"model.lr": [0.01, 0.05]}}

@@ -1,5 +1,5 @@
 """The GPU path's settings, checked on the CPU: bf16 mixed precision and the opt-in `torch.compile`
-(`testbed.compile.Compile`) in `fit` and in sweeps, where such runs train one by one."""
+(`testbed.training.compile.Compile`) in `fit` and in sweeps, where such runs train one by one."""
 
 import json
 
@@ -10,7 +10,7 @@ FIT = ["fit", "-c", str(CONFIGS / "envs/confounded.yaml"), "-c", str(CONFIGS / "
        "--model.width=16", "--model.probe=false", "--trainer.max_epochs=3", "--trainer.limit_val_batches=0",
        "--trainer.enable_checkpointing=false"]
 # aot_eager traces the network as inductor does but generates no kernels: the wiring, in seconds, without a compiler.
-COMPILE = ["--trainer.callbacks+=testbed.compile.Compile", "--trainer.callbacks.backend=aot_eager"]
+COMPILE = ["--trainer.callbacks+=testbed.training.compile.Compile", "--trainer.callbacks.backend=aot_eager"]
 
 
 def test_fit_trains_in_bf16_mixed_precision_with_a_compiled_network(workdir):
@@ -31,7 +31,7 @@ def test_a_sweep_trains_bf16_and_compiled_runs_one_by_one(workdir, capsys):
                       "data.n_test": 64, "model.width": 8, "model.probe": False, "trainer.max_epochs": 2,
                       "trainer.limit_val_batches": 0,
                       "trainer.enable_checkpointing": False, "trainer.precision": "bf16-mixed",
-                      "trainer.callbacks": [{"class_path": "testbed.compile.Compile",
+                      "trainer.callbacks": [{"class_path": "testbed.training.compile.Compile",
                                              "init_args": {"backend": "aot_eager"}}]}}
     (workdir / "g.yaml").write_text(json.dumps(sweep))
     run_cli("sweep", "-c", "g.yaml", "--out", "out")
@@ -43,7 +43,8 @@ def test_a_sweep_trains_bf16_and_compiled_runs_one_by_one(workdir, capsys):
 def test_compile_refuses_an_unknown_mode(capsys):
     from conftest import cli_error
 
-    err = cli_error(capsys, *FIT, "--trainer.callbacks+=testbed.compile.Compile", "--trainer.callbacks.mode=fast")
+    err = cli_error(capsys, *FIT, "--trainer.callbacks+=testbed.training.compile.Compile",
+                    "--trainer.callbacks.mode=fast")
     assert "Compile.mode: 'fast' is not allowed" in err[-1]
 
 
@@ -55,7 +56,7 @@ def test_cuda_is_asked_through_nvml_only_where_nvml_loads(monkeypatch):
 
     import torch
 
-    from testbed.compat import NVML_CHECK, check_cuda_by_nvml_only_where_it_loads
+    from testbed.training.compat import NVML_CHECK, check_cuda_by_nvml_only_where_it_loads
 
     answer = torch.cuda.is_available()
     try:

@@ -1,6 +1,7 @@
-"""Imports point one way: no circle among testbed's modules (lazy imports inside functions included), and the
-layers that read files or sweep specs (the entry point, the analysis commands, a sweep's spec) load neither torch
-nor Lightning, so `testbed collect`, `plot` and `report` start without them."""
+"""Imports point one way: every folder imports only the layers below it (lazy imports inside functions included),
+no circle among testbed's modules, and the layers that read files or sweep specs (the entry point, the analysis
+commands, a sweep's spec) load neither torch nor Lightning, so `testbed collect`, `plot` and `report` start
+without them."""
 
 import ast
 import subprocess
@@ -12,10 +13,16 @@ from fake_runs import aggregate_metrics, write_manifest, write_run
 
 # Where each importable package's files are (testbed.envs and testbed.baselines live in their own folders).
 PACKAGES = {"testbed": ROOT / "testbed", "testbed.envs": ROOT / "envs", "testbed.baselines": ROOT / "baselines"}
-LIGHT = ["testbed.main", "testbed.commands", "testbed.quiet", "testbed.errors", "testbed.files", "testbed.trainer",
-         "testbed.collect", "testbed.select", "testbed.endpoints", "testbed.fits", "testbed.line", "testbed.fit_plots",
-         "testbed.plots", "testbed.report", "testbed.online_report", "testbed.control_report", "testbed.sweep",
-         "testbed.sweep.spec", "testbed.sweep.stages", "testbed.sweep.folders"]
+# The layers, top to bottom: a module may import its own package and the layers below its own, never above, and
+# never a package beside it in its layer (the sweep and the analysis know nothing of each other).
+LAYERS = [["testbed.__main__"], ["testbed.cli"], ["testbed.sweep", "testbed.analysis"], ["testbed.run"],
+          ["testbed.baselines"], ["testbed.training"], ["testbed.envs"], ["testbed"]]
+LIGHT = ["testbed.cli.main", "testbed.cli.commands", "testbed.quiet", "testbed.errors", "testbed.files",
+         "testbed.training.trainer", "testbed.analysis.collect", "testbed.analysis.select",
+         "testbed.analysis.endpoints", "testbed.analysis.fits", "testbed.analysis.line",
+         "testbed.analysis.fit_plots", "testbed.analysis.plots", "testbed.analysis.report",
+         "testbed.analysis.online_report", "testbed.analysis.control_report", "testbed.sweep", "testbed.sweep.spec",
+         "testbed.sweep.stages", "testbed.sweep.folders"]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -58,9 +65,39 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_module_imports_another_that_imports_it_back():
     graph = import_graph()
-    assert {"testbed.main", "testbed.cli", "testbed.sweep.executors", "testbed.sweep.resolve"} <= set(graph)
+    assert {"testbed.cli.main", "testbed.cli.lightning", "testbed.sweep.executors", "testbed.sweep.resolve"} <= set(
+        graph)
     assert circles(graph) == []
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]  # the check finds one
+
+
+def package_of(module: str) -> tuple[int, str]:
+    """The layer (0 at the top) and the package of a module: the longest package of LAYERS it lies in."""
+    found = [(layer, pkg) for layer, pkgs in enumerate(LAYERS) for pkg in pkgs
+             if module == pkg or module.startswith(pkg + ".")]
+    return max(found, key=lambda lp: len(lp[1]))
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a layer above its own, or from a package beside its own in its layer."""
+    bad = []
+    for module, imported in graph.items():
+        layer, pkg = package_of(module)
+        for other in imported:
+            other_layer, other_pkg = package_of(other)
+            if other_layer < layer or (other_layer == layer and other_pkg != pkg):
+                bad.append(f"{module} -> {other}")
+    return sorted(bad)
+
+
+def test_every_folder_imports_only_the_layers_below_it():
+    graph = import_graph()
+    assert {package_of(m)[1] for m in graph} == {pkg for pkgs in LAYERS for pkg in pkgs}  # every layer has modules
+    assert upward(graph) == []
+    assert upward({"testbed.envs.base": {"testbed.training.hf"}, "testbed.training.hf": set()}) == [
+        "testbed.envs.base -> testbed.training.hf"]  # the check finds one
+    assert upward({"testbed.sweep.job": {"testbed.analysis.fits"}, "testbed.analysis.fits": set()}) == [
+        "testbed.sweep.job -> testbed.analysis.fits"]
 
 
 def test_the_light_layers_load_neither_torch_nor_lightning():
@@ -80,7 +117,7 @@ def test_collect_runs_without_torch(tmp_path: Path):
         write_run(sweep, f"r{seed}", baseline="ERM", seed=seed, width=8, params=100,
                   metrics=aggregate_metrics(0.9, 0.6, 0.5))
     write_manifest(sweep)
-    code = (f"import sys\nfrom testbed.main import main\nmain(['collect', {str(sweep)!r}])\n"
+    code = (f"import sys\nfrom testbed.cli.main import main\nmain(['collect', {str(sweep)!r}])\n"
             "print('loaded', sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from testbed.metrics import env_metrics, summarize, tally
+from testbed.training.metrics import env_metrics, summarize, tally
 
 
 def confident(pred: torch.Tensor, k: int = 2) -> torch.Tensor:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import CONFIGS, run_cli
 
+from testbed.analysis.online_report import online_table, read_runs
 from testbed.baselines import Online
 from testbed.envs import Batch, SpuriousShapes
 from testbed.errors import ConfigError
-from testbed.online_report import online_table, read_runs
 
 CONFOUNDED = str(CONFIGS / "envs" / "confounded.yaml")
 BUDGET = 30000

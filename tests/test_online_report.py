@@ -7,7 +7,7 @@ import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.online_report import needed, online_table, read_runs, to_target
+from testbed.analysis.online_report import needed, online_table, read_runs, to_target
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
 FRACTIONS = [0.0, 0.1, 1.0]

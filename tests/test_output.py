@@ -8,7 +8,7 @@ import sys
 
 from conftest import CONFIGS, ROOT, run_cli
 
-from testbed.table import run_table
+from testbed.cli.table import run_table
 
 TINY = ["-c", str(CONFIGS / "envs" / "confounded.yaml"), "-c", str(CONFIGS / "baselines" / "erm.yaml"),
         "--data.n_train=300", "--data.n_val=100", "--data.n_test=100", "--model.width=16", "--trainer.max_epochs=2"]

@@ -12,8 +12,8 @@ import yaml
 from conftest import CONFIGS, cli_error, run_cli
 from torch import nn
 
-from testbed.backbones import build_backbone, count_params
 from testbed.envs import GaussianGroups
+from testbed.training.backbones import build_backbone, count_params
 
 SEEDS = [0, 1]  # one seed's ReSample difference is noisy (-0.07 to +0.05 measured over seeds 0 to 2): average two
 

@@ -5,8 +5,8 @@ import itertools
 
 import pandas as pd
 
-from testbed.collect import along, wide, with_reversed
-from testbed.plots import curves, facet, id_vs_ood
+from testbed.analysis.collect import along, wide, with_reversed
+from testbed.analysis.plots import curves, facet, id_vs_ood
 
 
 def sweep_table(regimes: tuple[str, ...] = ("confounded", "shortcut")) -> pd.DataFrame:

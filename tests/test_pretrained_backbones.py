@@ -7,9 +7,9 @@ import torch
 from fake_text import write_tiny_hf_model
 from torch import nn
 
-from testbed.backbones import build_backbone, count_params, training_flops_per_sample
 from testbed.errors import ConfigError
 from testbed.sweep import expand, load_sweep
+from testbed.training.backbones import build_backbone, count_params, training_flops_per_sample
 
 
 def test_any_torchvision_classifier_becomes_a_body_and_a_new_linear_head():

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from testbed.baselines import ERM, Oracle
 from testbed.envs import Batch, EnvSpec, ShiftedEnv, SpuriousShapes
-from testbed.probe import features, fit_head
+from testbed.training.probe import features, fit_head
 
 
 def trainer(epochs: int) -> L.Trainer:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import CONFIGS, run_cli
 
-from testbed.collect import along
+from testbed.analysis.collect import along
 
 FITS_COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
                 "closing_scale", "closing_low", "closing_high", "verdict"]
@@ -48,7 +48,7 @@ def test_report_of_a_real_sweep_and_of_its_edited_file(tmp_path, monkeypatch, ca
     assert "## Accuracy on the line" in report and "| all | ERM | 6 |" in report
 
     # The sweep file is edited (one width fewer): its runs are all done, and only they are reported.
-    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: [])  # drawn above already
+    monkeypatch.setattr("testbed.analysis.plots.plot_sweep", lambda sweep_dir, runs: [])  # drawn above already
     sweep["axes"]["model.width"] = [8, 16]
     (tmp_path / "mini.yaml").write_text(json.dumps(sweep))
     run_cli("sweep", "-c", "mini.yaml", "--out", "out")
@@ -60,7 +60,7 @@ def test_report_of_a_real_sweep_and_of_its_edited_file(tmp_path, monkeypatch, ca
 
 
 def test_keys_parse_into_stage_env_role_metric_and_correlation():
-    from testbed.collect import parse_key
+    from testbed.analysis.collect import parse_key
 
     assert parse_key("test/ood:corr=0.10/acc") == ("test", "ood:corr=0.10", "ood", "acc", 0.1)
     assert parse_key("test/ood:test/acc_wg") == ("test", "ood:test", "ood", "acc_wg", None)

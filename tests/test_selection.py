@@ -6,7 +6,7 @@ import pytest
 from conftest import cli_error, run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed import fits
+from testbed.analysis import fits
 
 LRS = {0: 1e-5, 1: 1e-3}  # draw 0 cannot learn in the budget, draw 1 can
 
@@ -14,7 +14,7 @@ LRS = {0: 1e-5, 1: 1e-3}  # draw 0 cannot learn in the budget, draw 1 can
 @pytest.fixture(autouse=True)
 def fast(monkeypatch):
     monkeypatch.setattr(fits, "BOOTSTRAP", 200)
-    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: [])  # figures: test_report.py
+    monkeypatch.setattr("testbed.analysis.plots.plot_sweep", lambda sweep_dir, runs: [])  # figures: test_report.py
 
 
 def with_val(metrics: dict[str, float]) -> dict[str, float]:
@@ -106,7 +106,7 @@ def test_collect_reads_old_runs_and_skips_an_unreadable_one(tmp_path, capsys):
 def test_plot_draws_the_selected_runs(tmp_path, monkeypatch, capsys):
     lr_sweep(tmp_path / "lr")
     drawn = []
-    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: drawn.append(runs) or [])
+    monkeypatch.setattr("testbed.analysis.plots.plot_sweep", lambda sweep_dir, runs: drawn.append(runs) or [])
     run_cli("plot", str(tmp_path / "lr"))
     run_cli("plot", str(tmp_path / "lr"), "--select", "none")
     assert [set(runs["draw"]) for runs in drawn] == [{1}, {0}] and [len(runs) for runs in drawn] == [12, 12]

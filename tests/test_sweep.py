@@ -14,7 +14,7 @@ from conftest import CONFIGS, ROOT, run_cli
 from testbed.baselines import ERM
 from testbed.errors import ConfigError
 from testbed.sweep import expand, load_sweep
-from testbed.sweep.packing import packs
+from testbed.sweep.job import packs
 from testbed.sweep.resolve import identify
 
 TINY = {"model": "ERM", "data.n_train": 200, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 1,

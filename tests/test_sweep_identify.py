@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import CONFIGS, ROOT
 
-from testbed.cli import resolver
 from testbed.errors import ConfigError
+from testbed.run.config import resolver
 from testbed.sweep import expand, load_sweep, resolve
 from testbed.sweep.resolve import check_trainer, identify, staged_runs
 from testbed.sweep.spec import Loader, Run, Sweep

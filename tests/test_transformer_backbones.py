@@ -5,8 +5,8 @@ import torch
 from conftest import CONFIGS, QUIET, results, run_cli
 from torch import nn
 
-from testbed.backbones import build_backbone, count_params, training_flops_per_sample
 from testbed.errors import ConfigError
+from testbed.training.backbones import build_backbone, count_params, training_flops_per_sample
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])

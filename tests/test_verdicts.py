@@ -7,8 +7,8 @@ import pytest
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed import fits
-from testbed.fits import fit_trend
+from testbed.analysis import fits
+from testbed.analysis.fits import fit_trend
 
 WIDTHS = [8, 32, 128, 512]
 PARAMS = [1e3, 1e4, 1e5, 1e6]  # four decades of parameters, one per width
@@ -41,7 +41,7 @@ def small_bootstrap(monkeypatch):
     """Fewer bootstrap draws (the verdict logic is the same), and none of `plot`'s descriptive figures: these
     tests are about verdicts (test_report.py draws every figure from a real sweep)."""
     monkeypatch.setattr(fits, "BOOTSTRAP", 300)
-    monkeypatch.setattr("testbed.plots.plot_sweep", lambda sweep_dir, runs: [])
+    monkeypatch.setattr("testbed.analysis.plots.plot_sweep", lambda sweep_dir, runs: [])
 
 
 def test_report_states_each_known_truth(tmp_path, small_bootstrap):

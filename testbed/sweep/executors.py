@@ -16,8 +16,7 @@ from testbed.errors import ConfigError, check_positive
 from testbed.files import write_atomic
 from testbed.quiet import quiet
 from testbed.sweep.folders import write_manifest
-from testbed.sweep.job import execute_job
-from testbed.sweep.packing import pack_summary, packs
+from testbed.sweep.job import execute_job, pack_summary, packs
 from testbed.sweep.resolve import staged_runs
 from testbed.sweep.spec import Run, load_sweep
 from testbed.sweep.stages import forget, orphans, release, stale, waves

@@ -8,12 +8,12 @@ import traceback
 from pathlib import Path
 
 from testbed.files import write_atomic
-from testbed.sweep.fit import fit_resolved
+from testbed.run.fit import fit_resolved
+from testbed.run.packing import fit_packed_runs, pack_key
 from testbed.sweep.folders import start
-from testbed.sweep.packing import fit_packed_runs
 from testbed.sweep.spec import Run
 from testbed.sweep.stages import record_parent
-from testbed.trainer import sweep_run
+from testbed.training.trainer import sweep_run
 
 
 def execute(run: Run, root: Path) -> str:
@@ -37,3 +37,25 @@ def execute_job(runs: list[Run], root: Path) -> list[str]:
         record_parent(run, outs[run.id])
         write_atomic(outs[run.id] / "done", "")
     return ["skipped" if outs[run.id] is None else "done" for run in runs]
+
+
+def packs(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped into jobs: those of one `pack_key` together (seeds and hyperparameter draws of one
+    scale point), every other run alone."""
+    jobs: dict[str, list[Run]] = {}
+    for run in runs:
+        jobs.setdefault(pack_key(run.config) or run.id, []).append(run)
+    return list(jobs.values())
+
+
+def pack_summary(jobs: list[list[Run]]) -> str:
+    """What packs, per baseline: e.g. `8 runs train in 2 packed models (ERM 4, Oracle 4); 2 one by one (IRM 2)`."""
+    def per_model(runs: list[Run]) -> str:
+        names = [run.config["model"]["class_path"].rsplit(".", 1)[-1] for run in runs]
+        counts = ", ".join(f"{name} {names.count(name)}" for name in sorted(set(names)))
+        return f" ({counts})" if counts else ""
+
+    packed = [run for job in jobs if len(job) > 1 for run in job]
+    alone = [run for job in jobs if len(job) == 1 for run in job]
+    return (f"{len(packed)} runs train in {sum(len(job) > 1 for job in jobs)} packed models{per_model(packed)}; "
+            f"{len(alone)} one by one{per_model(alone)}")

@@ -17,13 +17,13 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning import Trainer
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from testbed.cli import resolver
-from testbed.compat import option_types
 from testbed.errors import ConfigError
-from testbed.sweep.fit import instantiate, load
+from testbed.run.config import resolver
+from testbed.run.fit import instantiate, load
 from testbed.sweep.spec import Loader, Run, Sweep, as_arg, expand
 from testbed.sweep.stages import CHECKPOINT, SAVE, order
-from testbed.trainer import trainer_error
+from testbed.training.compat import option_types
+from testbed.training.trainer import trainer_error
 
 
 def staged_runs(sweep: Sweep, root: Path) -> list[Run]:

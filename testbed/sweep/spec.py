@@ -38,7 +38,7 @@ class Sweep:
             draws, seeded per axis name so that adding an axis never changes the draws of the others).
         pack: train runs that differ only in their seed and hyperparameter draws (lr, weight_decay, GroupDRO's
             eta) as one batched model where that gives the same results (ERM, Oracle or GroupDRO on an mlp or
-            cnn, no validation or checkpoints: `testbed.sweep.packing.pack_key`).
+            cnn, no validation or checkpoints: `testbed.run.packing.pack_key`).
         hparams: hyperparameters drawn at every scale point, apart from the axes: `config.key: [values]` or
             `{low, high, log}`, or `default` for the ranges each baseline declares (`Baseline.tunable`).
         draws: how many hyperparameter draws per scale point (each value seeded by `hparams_seed`, the draw and

@@ -76,7 +76,7 @@ def depth(stages: dict[str, dict], name: str) -> int:
     return 0 if parent is None else 1 + depth(stages, parent)
 
 
-SAVE = "testbed.save_final.SaveFinal"  # the callback that writes a parent's CHECKPOINT
+SAVE = "testbed.training.save_final.SaveFinal"  # the callback that writes a parent's CHECKPOINT
 
 
 def children_of(runs: list) -> dict[str, list]:

@@ -26,7 +26,7 @@ DRAWS = 10  # group-balanced subsamples whose heads are averaged (DFR averages 2
 
 
 def body_and_head(net: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """The feature extractor and the linear head of a backbone built by `testbed.backbones`."""
+    """The feature extractor and the linear head of a backbone built by `testbed.training.backbones`."""
     if not (isinstance(net, nn.Sequential) and isinstance(net[-1], nn.Linear)):
         raise ConfigError(f"model: the probe needs a backbone whose last module is its linear head; "
                           f"{type(net).__name__} is not one (turn the probe off with --model.probe false)")

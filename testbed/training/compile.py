@@ -1,5 +1,5 @@
 """Opt-in `torch.compile` of a run's network, as a Trainer callback:
-`--trainer.callbacks+=testbed.compile.Compile` (in a sweep: `trainer.callbacks`).
+`--trainer.callbacks+=testbed.training.compile.Compile` (in a sweep: `trainer.callbacks`).
 
 A callback rather than a model argument: Lightning has no Trainer flag for it, a callback is how a Lightning
 user adds such behaviour to any model, and the model's arguments (which make every sweep run's id) stay as

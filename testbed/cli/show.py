@@ -23,7 +23,7 @@ from torch import Tensor  # noqa: E402
 
 from testbed.envs.base import Batch, ShiftedEnv  # noqa: E402
 from testbed.errors import ConfigError, check_positive  # noqa: E402
-from testbed.module import Baseline  # noqa: E402
+from testbed.training.module import Baseline  # noqa: E402
 
 TOKENS = 24  # a token sequence is cut after this many tokens
 VALUES = 8  # a vector after this many values
@@ -158,7 +158,7 @@ def draw(env: ShiftedEnv, model: Baseline, n: int, policy: str = "the untrained 
 def show(argv: list[str]) -> None:
     """`testbed show [--n N] [--out PNG] [--ckpt CKPT] ENVIRONMENT OPTIONS`: the environment is given as to `fit`
     (`-c configs/envs/confounded.yaml`, `--data SpuriousShapes --data.n_classes 3`)."""
-    from testbed.cli import resolver
+    from testbed.run.config import resolver
 
     p = argparse.ArgumentParser(prog="testbed show", add_help=False)
     p.add_argument("--n", type=int, default=4)

@@ -1,7 +1,8 @@
 """Packing: runs that differ only in their seeds and per-model knobs (lr, weight decay, GroupDRO's eta) train as
-one batched model (`testbed.packed`), when they train a baseline of `testbed.packed_methods` on an `mlp` or `cnn`
-with nothing in the Trainer's loop but the budget (epochs, steps, `Plateau`). Here runs are grouped into packed
-jobs, a job is fitted and each of its runs written as alone, and the sweep says what packs.
+one batched model (`testbed.training.packed`), when they train a baseline of `testbed.run.packed_methods` on an
+`mlp` or `cnn` with nothing in the Trainer's loop but the budget (epochs, steps, `Plateau`). Here a job of such
+runs is fitted, and each of its runs written as alone; `testbed.sweep.job` groups a sweep's runs into jobs by
+`pack_key`.
 """
 
 import contextlib
@@ -18,20 +19,19 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from testbed.budget import Plateau
-from testbed.compat import early_stopping_decision, set_fit_progress
 from testbed.envs.base import ShiftedEnv, TensorLoader
-from testbed.metrics import score
-from testbed.module import Baseline
-from testbed.packed import Member, PackedNet, fit_packed
-from testbed.packed_methods import METHODS
-from testbed.results import finish_fit, write_results
-from testbed.sweep.fit import build, load
-from testbed.sweep.spec import Run
-from testbed.trainer import PACKABLE
+from testbed.run.fit import build, load
+from testbed.run.packed_methods import METHODS
+from testbed.training.budget import Plateau
+from testbed.training.compat import early_stopping_decision, set_fit_progress
+from testbed.training.metrics import score
+from testbed.training.module import Baseline
+from testbed.training.packed import Member, PackedNet, fit_packed
+from testbed.training.results import finish_fit, write_results
+from testbed.training.trainer import PACKABLE
 
 PACKABLE_ARCHS = ("mlp", "cnn")
-PACKABLE_CALLBACKS = ("testbed.budget.Plateau",)
+PACKABLE_CALLBACKS = ("testbed.training.budget.Plateau",)
 LIGHTNING_DEFAULTS = {k: p.default for k, p in inspect.signature(L.Trainer).parameters.items()}
 
 
@@ -177,25 +177,3 @@ def release_heap() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def packs(runs: list[Run]) -> list[list[Run]]:
-    """The runs grouped into jobs: those of one `pack_key` together (seeds and hyperparameter draws of one
-    scale point), every other run alone."""
-    jobs: dict[str, list[Run]] = {}
-    for run in runs:
-        jobs.setdefault(pack_key(run.config) or run.id, []).append(run)
-    return list(jobs.values())
-
-
-def pack_summary(jobs: list[list[Run]]) -> str:
-    """What packs, per baseline: e.g. `8 runs train in 2 packed models (ERM 4, Oracle 4); 2 one by one (IRM 2)`."""
-    def per_model(runs: list[Run]) -> str:
-        names = [run.config["model"]["class_path"].rsplit(".", 1)[-1] for run in runs]
-        counts = ", ".join(f"{name} {names.count(name)}" for name in sorted(set(names)))
-        return f" ({counts})" if counts else ""
-
-    packed = [run for job in jobs if len(job) > 1 for run in job]
-    alone = [run for job in jobs if len(job) == 1 for run in job]
-    return (f"{len(packed)} runs train in {sum(len(job) > 1 for job in jobs)} packed models{per_model(packed)}; "
-            f"{len(alone)} one by one{per_model(alone)}")

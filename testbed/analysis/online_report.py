@@ -8,11 +8,11 @@ fine-tuning learns the new spurious correlation at every size.
   regime). A run's interventions (and samples) to target are those at the first point of its online curve whose
   pooled shifted worst-group accuracy reaches it. At each scale point and seed the fewest over the swept
   fractions count (the best dose tried); a seed where no fraction reaches the target is left out and counted.
-  `log10(1 + interventions)` is fitted against parameters (log-linear, bootstrap over seeds: `testbed.fits`), and
-  the slope, in decades of interventions per decade of parameters, gives the verdict: **larger models need fewer
-  interventions** (its interval below 0), **larger models need more** (above 0), **no credible change** (the
-  interval holds 0 and lies within +-FLAT), else **inconclusive** (also with fewer than MIN_POINTS sizes or
-  MIN_SEEDS seeds).
+  `log10(1 + interventions)` is fitted against parameters (log-linear, bootstrap over seeds:
+  `testbed.analysis.fits`), and the slope, in decades of interventions per decade of parameters, gives the
+  verdict: **larger models need fewer interventions** (its interval below 0), **larger models need more** (above 0),
+  **no credible change** (the interval holds 0 and lies within +-FLAT), else **inconclusive** (also with fewer than
+  MIN_POINTS sizes or MIN_SEEDS seeds).
 - **Continual fine-tuning** (`ContinualFinetune` runs): each phase's spurious reliance on that phase's own
   attribute at the phase's end, per model size; the phase that brings a new attribute (`spurious_feature`
   changed; else the last) is fitted against parameters with the report's criterion for reliance (tolerance
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.collect import current_runs
-from testbed.endpoints import TOLERANCE
-from testbed.fits import MIN_POINTS, MIN_SEEDS, fit_trend, verdict
+from testbed.analysis.collect import current_runs
+from testbed.analysis.endpoints import TOLERANCE
+from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, fit_trend, verdict
 
 TARGET_SHARE = 0.95
 FLAT = 0.25  # decades of interventions per decade of parameters (a factor of 1.8) that count as no change
@@ -131,7 +131,7 @@ def dose_figure(online: pd.DataFrame, regime: str, path: Path) -> list[Path]:
     """Shifted worst-group accuracy and spurious reliance against interventions, one line per model size."""
     import matplotlib.pyplot as plt
 
-    from testbed.fit_plots import save
+    from testbed.analysis.fit_plots import save
 
     sub = online[online["regime"] == regime]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=True)
@@ -187,7 +187,8 @@ def online_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> tu
     if online.empty and continual.empty:
         return [], []
     out, figs = ["How much online signal does a model of each size need to reach the Oracle, and does continual "
-                 "fine-tuning learn the new spurious correlation at every size? (Criteria: `testbed.online_report`.)",
+                 "fine-tuning learn the new spurious correlation at every size? "
+                 "(Criteria: `testbed.analysis.online_report`.)",
                  ""], []
     if not online.empty:
         out += [f"Target: {TARGET_SHARE:.0%} of the Oracle's shifted worst-group accuracy at the same scale point"

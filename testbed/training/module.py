@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from testbed.backbones import Arch, backbone_flops, build_backbone, count_params
-from testbed.checkpoints import read_checkpoint
-from testbed.compat import CURRENT_FX_NAME
 from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Range, Space
-from testbed.metrics import env_metrics, score, summarize, tally_size
-from testbed.probe import heldout_head
-from testbed.transformer import Pooling
+from testbed.training.backbones import Arch, backbone_flops, build_backbone, count_params
+from testbed.training.checkpoints import read_checkpoint
+from testbed.training.compat import CURRENT_FX_NAME
+from testbed.training.metrics import env_metrics, score, summarize, tally_size
+from testbed.training.probe import heldout_head
+from testbed.training.transformer import Pooling
 
 PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "train_sums", "train_count", "samples_seen", "probe_head",
                          "epochs_done", "checkpoint_steps"})
@@ -46,7 +46,7 @@ class Baseline(L.LightningModule):
         heads: attention heads (transformer, vit); they must divide `width`.
         pooling: how a transformer or vit summarises its tokens: their mean or a class token (cls).
         patch: side of the square patches vit embeds as tokens.
-        probe: after testing, also score a fresh linear head fit on the frozen features (`testbed.probe`).
+        probe: after testing, also score a fresh linear head fit on the frozen features (`testbed.training.probe`).
         input_shape, n_classes, vocab_size: linked from the environment by the CLI (vocab_size is None for images).
     """
 
@@ -82,7 +82,7 @@ class Baseline(L.LightningModule):
         self.results: dict[str, float] = {}
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Lightning sets `_current_fx_name` (testbed.compat) around every hook call, and the training tallies
+        # Lightning sets `_current_fx_name` (testbed.training.compat) around every hook call, and the training tallies
         # change every step: plain attributes, which need none of nn.Module's checks for parameters, buffers and
         # submodules (about 5 us a call, a few percent of a small model's step). The probe's head is plain too: it
         # must not become a submodule of the model (its parameters, its checkpoint).
@@ -203,7 +203,7 @@ class Baseline(L.LightningModule):
         return [self.net[-1](f), *([] if self.probe_head is None else [self.probe_head(f)])]
 
     def score(self, env: ShiftedEnv, batch: Batch, cf_gen: torch.Generator | None = None) -> Tensor:
-        """The tallies `[heads, ...]` of one batch of `env` (`testbed.metrics.score`)."""
+        """The tallies `[heads, ...]` of one batch of `env` (`testbed.training.metrics.score`)."""
         return score(self.predict, env, batch, cf_gen)
 
     def tally_env(self, env: ShiftedEnv, name: str, split: Split = "test",

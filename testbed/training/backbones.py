@@ -7,8 +7,8 @@ torchvision's own models (their size is fixed; `width` and `depth` do not apply)
 
 `transformer` encodes token ids (text environments) and `vit` image patches, with `width` the model dimension,
 `depth` the layers, `heads` attention heads, `pooling` mean or class token and `patch` the ViT patch side
-(testbed/transformer.py). `torchvision:<name>` is any torchvision classification model and `hf:<name>` any
-Hugging Face text model (testbed/hf.py), both at their own size: sweeps scale them by parameter count.
+(testbed/training/transformer.py). `torchvision:<name>` is any torchvision classification model and `hf:<name>` any
+Hugging Face text model (testbed/training/hf.py), both at their own size: sweeps scale them by parameter count.
 `random_features` is a fixed random ReLU projection to `width` features with a trained linear head (Sagawa et al.
 2020b); its parameter count is the head's.
 """
@@ -23,8 +23,8 @@ from torchvision import models
 from torchvision.models.resnet import BasicBlock
 
 from testbed.errors import ConfigError, check_choice, check_positive
-from testbed.hf import hf_model
-from testbed.transformer import PatchEncoder, Pooling, TokenEncoder
+from testbed.training.hf import hf_model
+from testbed.training.transformer import PatchEncoder, Pooling, TokenEncoder
 
 Arch = str  # a name in BUILDERS or TORCHVISION, or torchvision:<name> or hf:<name>; checked by `check_arch`
 TORCHVISION = ("resnet18", "resnet50")  # short names of torchvision's models (torchvision:resnet18, ...)

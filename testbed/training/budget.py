@@ -11,8 +11,8 @@ import math
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from testbed.compat import set_step_budget
 from testbed.errors import ConfigError, check_positive
+from testbed.training.compat import set_step_budget
 
 MIN_DELTA, PATIENCE = 0.01, 3  # the default criterion: train/loss improved by < 0.01 for 3 epochs in a row
 

@@ -21,7 +21,7 @@ FIT_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
 
-# Settings that may differ from Lightning's defaults in a packed job (`testbed.sweep.packing`) without changing
+# Settings that may differ from Lightning's defaults in a packed job (`testbed.run.packing`) without changing
 # what a fit computes, or that the packed loop honours (the budget: epochs, steps, a Plateau callback).
 PACKABLE = {"max_epochs", "max_steps", "min_steps", "callbacks", "logger", "enable_progress_bar",
             "enable_model_summary", "enable_autolog_hparams", "num_sanity_val_steps", "log_every_n_steps",

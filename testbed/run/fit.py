@@ -15,11 +15,11 @@ from typing import Any
 import lightning as L
 import yaml
 
-from testbed.compat import given_hyperparameters
 from testbed.envs.base import ShiftedEnv
 from testbed.files import write_atomic
-from testbed.module import MODEL_LINKS, Baseline
-from testbed.results import finish_fit
+from testbed.training.compat import given_hyperparameters
+from testbed.training.module import MODEL_LINKS, Baseline
+from testbed.training.results import finish_fit
 
 # The keys of a `fit` config that are not arguments of `Trainer.fit` (LightningCLI's optimiser keys are refused
 # by `testbed.sweep.resolve.identify`).
@@ -70,7 +70,7 @@ def build(config: dict[str, Any]) -> tuple[int, ShiftedEnv, Baseline, L.Trainer]
 
 
 def fit_resolved(config: dict[str, Any]) -> Path:
-    """Do what `testbed fit` does for this resolved `fit` config (the dump of `testbed.cli.resolver`, with an
+    """Do what `testbed fit` does for this resolved `fit` config (the dump of `testbed.cli.lightning.resolver`, with an
     integer `seed_everything`): seed, build, fit, test, and write the run's files; returns results.json."""
     seed, env, model, trainer = build(config)
     fit_args = {k: v for k, v in config.items() if k not in NOT_FIT_ARGS}  # `ckpt_path` and, in recent Lightning, more

@@ -17,11 +17,11 @@ Adam is elementwise, so an Adam over the stacked parameters whose learning rate 
 (`PackedAdam`) is N independent Adams, each with its own settings: each packed model follows its sequential run
 (same initial weights, data order and updates) up to float rounding (about 1e-7 a step, which a long run at a high
 learning rate can amplify). What a baseline adds to ERM (its own training batch, its own loss from the
-per-sample losses) comes in through a `Method` (`testbed.packed_methods`).
+per-sample losses) comes in through a `Method` (`testbed.run.packed_methods`).
 
 Each model keeps its own budget, as its sequential fit would: training stops at `epochs` or `max_steps` for all,
-and a model whose `stop` rule fires at the end of an epoch (`testbed.budget.Plateau`) leaves the pack there, its
-weights, optimiser state and per-model method state frozen, while the others go on.
+and a model whose `stop` rule fires at the end of an epoch (`testbed.training.budget.Plateau`) leaves the pack there,
+its weights, optimiser state and per-model method state frozen, while the others go on.
 
 Packable nets are `nn.Sequential`s of Linear, Conv2d, ReLU, Flatten, MaxPool2d and AdaptiveAvgPool2d layers (the
 `mlp` and `cnn` backbones): layers with batch statistics (BatchNorm) or other structure are not packed.
@@ -68,7 +68,7 @@ class Member:
 
 class Method:
     """Plain ERM, packed: each model's batch as its data gives it and the mean of its per-sample losses.
-    Subclasses (`testbed.packed_methods`) change the batch (Oracle) or the loss (GroupDRO)."""
+    Subclasses (`testbed.run.packed_methods`) change the batch (Oracle) or the loss (GroupDRO)."""
 
     draws = False  # whether `batch` draws from the global RNG (then each model's RNG state is swapped in)
 

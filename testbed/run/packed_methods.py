@@ -1,4 +1,4 @@
-"""Which baselines train packed (`testbed.packed`), and what each adds to ERM's packed step.
+"""Which baselines train packed (`testbed.training.packed`), and what each adds to ERM's packed step.
 
 A baseline packs when its training step is the cross-entropy of a packable net (an `mlp` or `cnn`) on a batch of
 its data, combined by arithmetic that can run for N models at once: ERM (the mean), Oracle (the mean over its own
@@ -16,8 +16,8 @@ from testbed.baselines import ERM, GroupDRO, Oracle, ReWeight
 from testbed.baselines.balance import balance_key, inverse_frequency
 from testbed.baselines.oracle import intervened
 from testbed.envs.base import Batch, ShiftedEnv
-from testbed.module import Baseline
-from testbed.packed import Method
+from testbed.training.module import Baseline
+from testbed.training.packed import Method
 
 
 class PackedERM(Method):

@@ -4,7 +4,7 @@ Across models of one distribution shift, probit(OOD accuracy) is close to linear
 The line fitted through every ERM run of a regime is the baseline; a method's effective robustness is its
 mean OOD accuracy above what the line predicts at its ID accuracy, in accuracy units, with a 95% bootstrap
 interval (ERM's runs and the method's runs resampled, the line refitted; widened for few runs as in
-`testbed.fits`). Liang et al. 2023 find exceptions under strong spurious correlation: R^2 says how well the
+`testbed.analysis.fits`). Liang et al. 2023 find exceptions under strong spurious correlation: R^2 says how well the
 line holds here.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from testbed.fits import inflation
+from testbed.analysis.fits import inflation
 
 LINE_BASELINE = "ERM"
 CLIP = 0.001  # probit(0) and probit(1) are infinite: accuracies are clipped to [0.001, 0.999]

@@ -1,48 +1,34 @@
-"""The Lightning side of the `testbed` command: LightningCLI's `fit`, `validate` and `test` as testbed configures
-them (the environment's shape linked into the model, results written after `fit`, a summary table), the `fit`
-parser a sweep resolves its runs with, and the checks that run before LightningCLI reads anything.
+"""The Lightning side of the `testbed` command: LightningCLI's `fit`, `validate` and `test` as testbed runs them
+(results written after `fit`, a summary table), and the checks that run before LightningCLI reads anything. The
+config they parse is `testbed.run.config`'s.
 
 Quiet by default: each run prints its progress and a summary table; `--verbose` brings Lightning's own messages
-and warnings back. The entry point is `testbed.main`."""
+and warnings back. The entry point is `testbed.cli.main`."""
 
 import json
 import time
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser
 from lightning import Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
-import testbed.envs  # noqa: F401  (and the environments for --data)
-from testbed.checkpoints import LIGHTNING_NAMES, check_ckpt_path, read_checkpoint
-from testbed.compat import subcommand_parser
-from testbed.envs.base import ShiftedEnv
+from testbed.cli.progress import EpochProgress
+from testbed.cli.table import run_table
 from testbed.errors import ConfigError
-from testbed.hf import check_tokenizer
-from testbed.module import MODEL_LINKS, Baseline
-from testbed.progress import EpochProgress
-from testbed.results import finish_fit, write_results
-from testbed.table import run_table
-from testbed.trainer import FIT_DEFAULTS, check_run_folder, trainer_error
+from testbed.run.config import CLI_KWARGS, FitConfig
+from testbed.training.checkpoints import LIGHTNING_NAMES, check_ckpt_path, read_checkpoint
+from testbed.training.hf import check_tokenizer
+from testbed.training.results import finish_fit, write_results
+from testbed.training.trainer import check_run_folder, trainer_error
 
 
-class TestbedCLI(LightningCLI):
-    """Links the environment's shape into the model; after `fit` it tests and writes `results.json`; each command
-    ends with a table of what the run found."""
+class TestbedCLI(FitConfig):
+    """`testbed fit`, `validate` and `test`: after `fit` it tests and writes `results.json`; each command ends with
+    a table of what the run found."""
 
     verbose = False  # Lightning's own progress bar instead of EpochProgress
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
-
-    def add_arguments_to_parser(self, parser) -> None:
-        for name in MODEL_LINKS:
-            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def _seed(self) -> int | None:
         seed = self.config[self.subcommand].get("seed_everything")
@@ -95,16 +81,6 @@ class TestbedCLI(LightningCLI):
         self._report(write_results(self.trainer, self.model, self._seed(), wall), "test")
 
 
-def subclass_names(base: type) -> list[str]:
-    """The built-in subclasses of `base` (plug-ins are named by import path)."""
-    found, todo = [], list(base.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        found += [cls.__name__] if cls.__module__.startswith("testbed.") else []
-        todo += cls.__subclasses__()
-    return sorted(found)
-
-
 def option_values(argv: list[str], *names: str) -> list[str]:
     """The values given to these options, as `--name value` or `--name=value`."""
     values = []
@@ -137,18 +113,7 @@ def check_files(argv: list[str]) -> None:
             read_checkpoint("ckpt_path", value)
 
 
-CLI_KWARGS = dict(model_class=Baseline, datamodule_class=ShiftedEnv, subclass_mode_model=True,
-                  subclass_mode_data=True, trainer_defaults=FIT_DEFAULTS, seed_everything_default=0,
-                  save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
-
-
 def lightning_cli(argv: list[str], verbose: bool = False) -> TestbedCLI:
     """Run `fit`, `validate` or `test` with these arguments; errors are raised, not printed."""
     TestbedCLI.verbose = verbose
     return TestbedCLI(**CLI_KWARGS, args=argv)
-
-
-def resolver() -> ArgumentParser:
-    """The `fit` parser: resolves a run's arguments (without the subcommand) to the full config that `fit`
-    saves as config.yaml, cheaply."""
-    return subcommand_parser(TestbedCLI, "fit", ["--model=ERM", "--data=SpuriousShapes"], **CLI_KWARGS)

@@ -9,7 +9,7 @@ well as masked cloning (the Oracle), and whether larger policies need fewer.
   the first point of its online curve (the policy after each round, on the deployment's test episodes) whose
   return over the expert's reaches it. The fewest over the swept fractions per size and seed are fitted as
   `log10(1 + labels)` against parameters, with the verdict words of the "Online training" section
-  (`testbed.online_report.intervention_verdict`). Where the Oracle's mean return over the expert's is not
+  (`testbed.analysis.online_report.intervention_verdict`). Where the Oracle's mean return over the expert's is not
   positive (it crashes more than it earns: undertrained) there is no target, and that size is left out and said.
 
 Reads run.json and results.json only: no torch, no Lightning.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.online_report import TARGET_SHARE, intervention_verdict, oracle_targets, read_runs, regime_of
+from testbed.analysis.online_report import TARGET_SHARE, intervention_verdict, oracle_targets, read_runs, regime_of
 
 METRIC = "test/return_norm"
 
@@ -62,7 +62,7 @@ def control_figure(dagger: pd.DataFrame, regime: str, path: Path) -> list[Path]:
     """Return over the expert's and crashes per episode against expert labels, one line per policy size."""
     import matplotlib.pyplot as plt
 
-    from testbed.fit_plots import save
+    from testbed.analysis.fit_plots import save
 
     sub = dagger[dagger["regime"] == regime]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -101,7 +101,7 @@ def control_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> t
     if dagger.empty:
         return [], []
     out = ["How many expert labels does DAgger need, at each policy size, to drive as well as masked cloning (the "
-           "Oracle), and do larger policies need fewer? (Criteria: `testbed.control_report`.)", "",
+           "Oracle), and do larger policies need fewer? (Criteria: `testbed.analysis.control_report`.)", "",
            f"Target: {TARGET_SHARE:.0%} of the Oracle's return over the expert's at the same scale point"
            + ("." if dagger["target"].notna().any() else "; **the sweep has no Oracle runs at these scale points, "
               "so no target can be resolved**."), ""]

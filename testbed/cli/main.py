@@ -1,7 +1,7 @@
 """The `testbed` command: usage, dispatch to each command, quiet output, and bad input as one line, exit 2.
 
-`fit`, `validate` and `test` are LightningCLI's (`testbed.cli`); `sweep`, `collect`, `plot` and `report` are
-model-free (`testbed.commands`); `show` draws samples (`testbed.show`). Each command imports what it needs when
+`fit`, `validate` and `test` are LightningCLI's (`testbed.cli.lightning`); `sweep`, `collect`, `plot` and `report` are
+model-free (`testbed.cli.commands`); `show` draws samples (`testbed.cli.show`). Each command imports what it needs when
 it runs, so the analysis commands start without torch or Lightning.
 """
 
@@ -9,7 +9,7 @@ import re
 import sys
 from argparse import ArgumentError
 
-from testbed.commands import COMMANDS
+from testbed.cli.commands import COMMANDS
 from testbed.errors import ConfigError
 from testbed.quiet import quiet
 
@@ -28,9 +28,11 @@ def one_line(err: BaseException) -> str:
     cause = " ".join(str(chain[-1]).split())
     section = keys[0] if keys else ""
     if m := re.search(r"Expected a dot import path string: (\S+)", cause):
-        from testbed.cli import subclass_names  # jsonargparse's errors come from LightningCLI or a sweep's resolver
         from testbed.envs.base import ShiftedEnv
-        from testbed.module import Baseline
+        from testbed.run.config import (
+            subclass_names,  # jsonargparse's errors come from LightningCLI or a sweep's resolver
+        )
+        from testbed.training.module import Baseline
 
         base, kind = (Baseline, "baseline") if section == "model" else (ShiftedEnv, "environment")
         return (f"{section}: unknown {kind} {m.group(1)!r}; choose one of {', '.join(subclass_names(base))}"
@@ -84,11 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         if argv[0] in COMMANDS:
             COMMANDS[argv[0]](argv[1:])
         elif argv[0] == "show":
-            from testbed.show import show
+            from testbed.cli.show import show
 
             show(argv[1:])
         else:
-            from testbed.cli import check_files, lightning_cli
+            from testbed.cli.lightning import check_files, lightning_cli
 
             check_files(argv)
             # `validate` and `test` print Lightning's metric table only when asked to: testbed prints its own.

@@ -80,15 +80,15 @@ def subcommand_parser(cli_class: type[LightningCLI], subcommand: str, args: list
 
 def set_fit_progress(trainer: L.Trainer, epochs: int, steps: int) -> None:
     """Record `epochs` and optimiser `steps` as done in the trainer's fit loop, as a sequential fit leaves them:
-    packed training (`testbed.packed`) trains outside the loop, and results.json and the test row of metrics.csv
-    read `current_epoch` and `global_step`, which have no public setters."""
+    packed training (`testbed.training.packed`) trains outside the loop, and results.json and the test row of
+    metrics.csv read `current_epoch` and `global_step`, which have no public setters."""
     trainer.fit_loop.epoch_progress.current.completed = epochs
     trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = steps
 
 
 def early_stopping_decision(callback: EarlyStopping, value: float) -> bool:
     """Feed an epoch's monitored value to `callback` as its epoch-end check does, updating its best score and
-    wait count, and return whether it stops training. Packed training (`testbed.packed`) runs each packed run's
+    wait count, and return whether it stops training. Packed training (`testbed.training.packed`) runs each packed run's
     own `Plateau` on that run's loss without a Trainer loop; the check that reads `trainer.callback_metrics` and
     sets `trainer.should_stop` is private (`_evaluate_stopping_criteria`). The value goes in as the float32 tensor
     `LightningModule.log` makes of it."""
@@ -97,7 +97,7 @@ def early_stopping_decision(callback: EarlyStopping, value: float) -> bool:
 
 def set_step_budget(trainer: L.Trainer, max_steps: int) -> None:
     """Stop training after `max_steps` optimiser steps, whatever the epochs, from a callback's `on_fit_start`
-    (`testbed.budget.SampleBudget`: the step count depends on the environment's batch size, known only then).
+    (`testbed.training.budget.SampleBudget`: the step count depends on the environment's batch size, known only then).
     `Trainer(max_steps=...)` is fixed at construction."""
     trainer.fit_loop.epoch_loop.max_steps = max_steps
     trainer.fit_loop.max_epochs = -1

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from testbed.endpoints import TOLERANCE, WHAT  # noqa: E402
-from testbed.fits import MIN_POINTS, MIN_SEEDS, Fit  # noqa: E402
-from testbed.line import Line, probit  # noqa: E402
+from testbed.analysis.endpoints import TOLERANCE, WHAT  # noqa: E402
+from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit  # noqa: E402
+from testbed.analysis.line import Line, probit  # noqa: E402
 
 AXIS_LABELS = {"params": "parameters (log scale)", "n_train": "training samples (log scale)",
                "flops": "training FLOPs (log scale)"}

@@ -51,7 +51,7 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
 
 
 def collect(argv: list[str]) -> None:
-    from testbed.select import label, selected_runs
+    from testbed.analysis.select import label, selected_runs
 
     a = _analysis("collect", "Gather a sweep's runs into one tidy table (results.csv) and the selection "
                              "(selected.csv).", argv)
@@ -61,8 +61,8 @@ def collect(argv: list[str]) -> None:
 
 
 def plot(argv: list[str]) -> None:
-    from testbed.plots import plot_sweep
-    from testbed.select import label, selected_runs
+    from testbed.analysis.plots import plot_sweep
+    from testbed.analysis.select import label, selected_runs
 
     a = _analysis("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
     sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
@@ -72,7 +72,7 @@ def plot(argv: list[str]) -> None:
 
 
 def report(argv: list[str]) -> None:
-    from testbed.report import write_report
+    from testbed.analysis.report import write_report
 
     a = _analysis("report", "Write report.md: a verdict per regime and baseline, fits with bootstrap intervals, "
                             "accuracy on the line, the reference check.", argv, report=True)

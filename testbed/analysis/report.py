@@ -4,7 +4,7 @@ Each endpoint (the confusion gap, spurious reliance, and where they exist the cl
 and the probe's confusion gap) is fitted against each scale axis per regime and baseline, the other scales
 held at their largest (`along`): parameters, training samples, and FLOPs as the compute budget varies. Both
 the log-linear trend and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one;
-intervals are 95% bootstrap intervals over seeds (`testbed.fits`). A trend "closes" once the endpoint is under
+intervals are 95% bootstrap intervals over seeds (`testbed.analysis.fits`). A trend "closes" once the endpoint is under
 its tolerance (TOLERANCES). The verdict words, used everywhere in the report:
 
 - **closes**: the endpoint is already under its tolerance at the largest scale (the upper end of the interval
@@ -31,14 +31,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.collect import along, budget_columns
-from testbed.control_report import control_section
-from testbed.endpoints import ID_TOL, TOLERANCE, WHAT, add_endpoints, endpoints, id_guard, point_key, reference_of
+from testbed.analysis.collect import along, budget_columns
+from testbed.analysis.control_report import control_section
+from testbed.analysis.endpoints import (
+    ID_TOL,
+    TOLERANCE,
+    WHAT,
+    add_endpoints,
+    endpoints,
+    id_guard,
+    point_key,
+    reference_of,
+)
+from testbed.analysis.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
+from testbed.analysis.line import LINE_BASELINE, on_the_line
+from testbed.analysis.online_report import online_section
+from testbed.analysis.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 from testbed.files import write_atomic
-from testbed.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
-from testbed.line import LINE_BASELINE, on_the_line
-from testbed.online_report import online_section
-from testbed.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 
 AXES = {"params": ("parameters", "at the largest training set and budget"),
         "n_train": ("training samples", "at the largest model and budget"),
@@ -220,7 +229,7 @@ def point_table(runs: pd.DataFrame, metrics: list[str]) -> list[str]:
 
 
 def line_section(runs: pd.DataFrame, bootstrap: int | None, figures: Path) -> tuple[list[str], list[Path]]:
-    from testbed.fit_plots import line_figure
+    from testbed.analysis.fit_plots import line_figure
 
     lines_, er = on_the_line(runs, bootstrap=bootstrap or 1000)
     if not lines_:
@@ -236,7 +245,7 @@ def line_section(runs: pd.DataFrame, bootstrap: int | None, figures: Path) -> tu
 
 def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tuple[list[str], list[Path]]:
     """Features vs head: does the feature gap (probe) close, does the head gap close?"""
-    from testbed.fit_plots import probe_figure
+    from testbed.analysis.fit_plots import probe_figure
 
     sub = rows[rows["metric"].isin(["confusion_gap", "probe_confusion_gap"])]
     axis = next((a for a in AXES if ((sub["axis"] == a) & (sub["metric"] == "probe_confusion_gap")).any()), None)
@@ -272,8 +281,8 @@ def criterion() -> str:
 def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
                  bootstrap: int | None = None) -> Path:
     """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv."""
-    from testbed.fit_plots import headline
-    from testbed.plots import plot_sweep
+    from testbed.analysis.fit_plots import headline
+    from testbed.analysis.plots import plot_sweep
 
     sel = selected_runs(sweep_dir, all_runs, rule, save=False)
     reference = reference_of(sel.runs, reference)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.collect import axis_columns, collect, regime_column, save_table, wide, with_reversed
+from testbed.analysis.collect import axis_columns, collect, regime_column, save_table, wide, with_reversed
 from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 

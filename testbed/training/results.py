@@ -8,9 +8,9 @@ from pathlib import Path
 
 import lightning as L
 
-from testbed.budget import convergence
 from testbed.files import write_atomic  # also imported from here by the sweep
-from testbed.module import Baseline
+from testbed.training.budget import convergence
+from testbed.training.module import Baseline
 
 
 @functools.cache

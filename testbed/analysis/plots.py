@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator
 from matplotlib.transforms import offset_copy  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from testbed.collect import along, budget_columns  # noqa: E402
+from testbed.analysis.collect import along, budget_columns  # noqa: E402
 
 LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy (pooled)", "acc_wg": "worst-group acc. (OOD)",
@@ -174,7 +174,7 @@ def save(grid: sns.FacetGrid, title: str, path: Path) -> list[Path]:
 
 
 def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
-    """The figures of these runs (one row per run, as `testbed.select.selected_runs` gives them)."""
+    """The figures of these runs (one row per run, as `testbed.analysis.select.selected_runs` gives them)."""
     col = facet(runs)
     figures = sweep_dir / "figures"
     figures.mkdir(exist_ok=True)
