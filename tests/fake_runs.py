@@ -7,12 +7,14 @@ from pathlib import Path
 
 def write_run(sweep_dir: Path, run_id: str, *, baseline: str, seed: int, width: int, params: float,
               metrics: dict[str, float], regime: str = "confounded", n_train: int = 1000, draw: int | None = None,
-              hparams: dict | None = None, converged: bool | None = None, ceiling: float | None = None) -> None:
-    """One finished run. Leaving draw, converged and ceiling at None writes the files of an older run."""
+              hparams: dict | None = None, converged: bool | None = None, ceiling: float | None = None,
+              axes: dict | None = None, stage: str = "") -> None:
+    """One finished run (with more sweep `axes` and a sweep `stage` if given). Leaving draw, converged and ceiling
+    at None writes the files of an older run."""
     out = sweep_dir / run_id
     out.mkdir(parents=True)
-    run = {"sweep": sweep_dir.name, "axes": {"config": regime, "model": baseline, "model.width": width},
-           "seed": seed, "argv": [], "id": run_id}
+    run = {"sweep": sweep_dir.name, "axes": {"config": regime, "model": baseline, "model.width": width, **(axes or {})},
+           "seed": seed, "argv": [], "id": run_id, "stage": stage}
     if draw is not None:
         run |= {"draw": draw, "hparams": hparams or {}}
     res = {"model": baseline, "data": "SpuriousShapes", "seed": seed, "params": int(params), "n_train": n_train,

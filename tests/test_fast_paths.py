@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, assert_same_metrics, float_sum
 
 from testbed.cli.lightning import lightning_cli
 from testbed.envs import SpuriousShapes
@@ -19,6 +19,29 @@ from testbed.sweep.spec import as_arg
 from testbed.training.backbones import build_backbone
 from testbed.training.packed import Member, fit_packed, groups, packable, train_many, train_sequential
 from testbed.training.trainer import sweep_run
+
+# Training losses are float32 means, and packed training groups the float32 matmuls of several models: its losses
+# and weights round differently from sequential runs'. Measured after 15 Adam steps (mlp and cnn, 1 or 2 threads):
+# losses at most 1.8e-7 apart (1.5 units of float32 rounding, 2^-23 = 1.2e-7), weights 3e-8. LOSS_TOL allows 1e-5,
+# 80 such units; trajectories that part (another learning rate, another data order) differ by 1e-3 and more.
+LOSS_TOL = 1e-5
+# The probe's L-BFGS head is fit again on features that differ by that rounding: it amplifies it, up to 1e-3.
+PROBE_TOL = 1e-3
+# Packed and sequential models differ by their rounding after training (LOSS_TOL on the weights): their test
+# probabilities by up to 1e-4 per sample (measured at most 2e-6), so their calibration sums by that bound.
+TRAINED_PROB_TOL = 1e-4
+
+
+def assert_same_log(rows: list[dict], expected: list[dict]) -> None:
+    """Two metrics.csv files: the same epochs and steps, the same counts exactly, losses and penalties within
+    LOSS_TOL, calibration sums within conftest's bounds and the probe's numbers within PROBE_TOL."""
+    assert [(r["epoch"], r["step"]) for r in rows] == [(e["epoch"], e["step"]) for e in expected]
+    for r, e in zip(rows, expected):
+        assert r.keys() == e.keys() and [k for k in r if r[k]] == [k for k in e if e[k]], (r, e)
+        for k in (k for k in e if e[k]):
+            tol = (PROBE_TOL if k.startswith("probe/") else LOSS_TOL if k.endswith(("/loss", "/penalty"))
+                   else 4 * TRAINED_PROB_TOL if float_sum(k) else 0)
+            assert abs(float(r[k]) - float(e[k])) <= tol, (k, r[k], e[k])
 
 
 def fit_args(run: Run, out: Path) -> list[str]:
@@ -45,10 +68,10 @@ def test_packed_losses_and_weights_match_sequential_runs_with_their_own_lr_and_w
         packed = torch.stack([m.losses for m in packed_members], dim=1)
         sequential = torch.stack([train_sequential(m, 64, 3) for m in sequential_members], dim=1)
         assert packed.shape == sequential.shape == (15, 3)
-        assert (packed - sequential).abs().max() <= 1e-5, arch
+        assert (packed - sequential).abs().max() <= LOSS_TOL, arch
         for p, s in zip(packed_members, sequential_members):
             for a, b in zip(p.net.parameters(), s.net.parameters()):
-                assert torch.allclose(a, b, atol=1e-5), arch
+                assert torch.allclose(a, b, rtol=0, atol=LOSS_TOL), arch
         # Each model followed its own settings: the trajectories part.
         assert (packed[-1, 0] - packed[-1, 2]).abs() > 1e-3
 
@@ -62,8 +85,8 @@ def test_a_packed_member_whose_stop_rule_fires_freezes_while_the_others_train_on
     assert [len(m.curve) for m in packed_members] == [4, 2, 4]
     assert packed_members[1].epoch_ends == [5, 10] and packed_members[1].samples == 600
     for m, s, epochs in zip(packed_members, sequential_members, (4, 2, 4)):
-        assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= 1e-5
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
+        assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= LOSS_TOL
+        assert all(torch.allclose(a, b, rtol=0, atol=LOSS_TOL) for a, b in zip(m.net.parameters(), s.net.parameters()))
 
 
 def draws(arch: str, seeds: int = 2, n: int = 2) -> list[Member]:
@@ -90,10 +113,12 @@ def test_draws_of_one_seed_train_on_one_shared_batch_and_first_layer_and_still_m
         fit_packed(packed_members, batch_size=64, epochs=3)
         for m, s, epochs in zip(packed_members, sequential_members, (3, 3, 2, 3)):
             assert len(m.curve) == epochs
-            assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= 1e-5, arch
-            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(m.net.parameters(), s.net.parameters()))
+            assert (m.losses - train_sequential(s, 64, epochs)).abs().max() <= LOSS_TOL, arch
+            assert all(torch.allclose(a, b, rtol=0, atol=LOSS_TOL) for a, b in zip(m.net.parameters(),
+                                                                                      s.net.parameters()))
         first, other = packed_members[0].losses, packed_members[2].losses  # seed 0, two learning rates
-        assert first[0] == other[0] and (first[9] - other[9]).abs() > 1e-4  # one start, then their own paths
+        # One start (measured equal), then their own paths.
+        assert (first[0] - other[0]).abs() <= LOSS_TOL and (first[9] - other[9]).abs() > 1e-4
 
 
 def test_only_nets_of_one_packable_shape_are_packed_and_others_fall_back_with_a_log_line(caplog):
@@ -127,11 +152,17 @@ def test_sweep_runs_built_from_the_resolved_config_write_what_a_fresh_cli_writes
         config = (fresh / "config.yaml").read_text().replace(str(fresh), str(fast))  # only the log folder differs
         assert (fast / "config.yaml").read_text() == config
         a, b = (json.loads((d / "results.json").read_text()) for d in (fast, fresh))
-        assert {k: v for k, v in a.items() if k != "wall_time_s"} == {k: v for k, v in b.items() if k != "wall_time_s"}
+        # The same run by another path: every field alike (the wall time aside), the metrics and the final training
+        # loss up to the summation order of their floats.
+        assert {k: v for k, v in a.items() if k not in ("wall_time_s", "metrics", "convergence")} == {
+            k: v for k, v in b.items() if k not in ("wall_time_s", "metrics", "convergence")}
+        assert_same_metrics(a["metrics"], b["metrics"])
+        assert {**a["convergence"], "train_loss": 0} == {**b["convergence"], "train_loss": 0}
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= LOSS_TOL
         rows = read_csv(fast / "metrics.csv")
-        assert rows == read_csv(fresh / "metrics.csv")
+        assert_same_log(rows, read_csv(fresh / "metrics.csv"))
         train = [r for r in rows if r["train/loss"]]
-        assert len(train) == 2 and all(0 <= float(r["train/acc"]) <= 1 for r in train)
+        assert len(train) == 2 and float(train[-1]["train/loss"]) < float(train[0]["train/loss"])  # it learned
 
 
 def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_group_dro_and_reweight_and_writes_what_sequential_runs_write(
@@ -166,15 +197,9 @@ def test_a_sweep_packs_seeds_and_draws_of_erm_oracle_group_dro_and_reweight_and_
         # Both score the final model's validation samples and record convergence and the ceiling.
         assert {"val/acc_id", "val/acc_avg", "val/acc_wg", "val/ood:corr=0.10/acc"} <= a["metrics"].keys()
         assert a["convergence"]["converged"] == b["convergence"]["converged"] and a["ceiling"] == b["ceiling"] == 0.75
-        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-5
-        assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
-        rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
-        assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]
-        for r, e in zip(rows, expected):
-            # Training logs agree to 1e-5; the probe's L-BFGS head amplifies float rounding, so it gets 1e-3 as
-            # the test metrics do.
-            assert all(abs(float(r[k]) - float(e[k])) <= (1e-3 if k.startswith("probe/") else 1e-5)
-                       for k in e if e[k]), (r, e)
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= LOSS_TOL
+        assert_same_metrics(a["metrics"], b["metrics"], prob_tol=TRAINED_PROB_TOL)
+        assert_same_log(read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv"))
 
 
 def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_its_own_fit_stops(
@@ -212,13 +237,9 @@ def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_
         for key in ("model", "seed", "params", "n_train", "steps", "epochs", "train_samples", "train_flops"):
             assert a[key] == b[key], key
         assert a["convergence"]["converged"] == b["convergence"]["converged"]
-        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= 1e-5
-        assert a["metrics"].keys() == b["metrics"].keys()
-        assert all(abs(a["metrics"][k] - b["metrics"][k]) <= 1e-3 for k in a["metrics"])
-        rows, expected = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
-        assert [(r["epoch"], r["step"]) for r in rows] == [(r["epoch"], r["step"]) for r in expected]
-        for r, e in zip(rows, expected):
-            assert all(abs(float(r[k]) - float(e[k])) <= 1e-5 for k in e if e[k]), (r, e)
+        assert abs(a["convergence"]["train_loss"] - b["convergence"]["train_loss"]) <= LOSS_TOL
+        assert_same_metrics(a["metrics"], b["metrics"], prob_tol=TRAINED_PROB_TOL)
+        assert_same_log(read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv"))
         stops.append((a["steps"], a["convergence"]["converged"]))
     # Some runs stop on a plateau, at different steps; others run to the cap, 30 steps, in their 8th epoch.
     assert (30, False) in stops and len({s for s, c in stops if c and s < 30}) >= 2
@@ -241,5 +262,5 @@ def test_packed_runs_tested_together_with_their_probes_score_as_each_tested_alon
         if run.is_dir():
             alone = tmp_path / "False" / run.name
             a, b = (json.loads((d / "results.json").read_text())["metrics"] for d in (run, alone))
-            assert a.keys() == b.keys() and {"probe/acc_avg", "test/spurious_reliance"} <= a.keys()
-            assert all(abs(a[k] - b[k]) <= 1e-3 for k in a), {k: (a[k], b[k]) for k in a if abs(a[k] - b[k]) > 1e-3}
+            assert {"probe/acc_avg", "test/spurious_reliance"} <= a.keys()
+            assert_same_metrics(a, b, prob_tol=TRAINED_PROB_TOL)

@@ -5,7 +5,7 @@ import itertools
 
 import pandas as pd
 
-from testbed.analysis.collect import along, wide, with_reversed
+from testbed.analysis.collect import along, axis_columns, condition, wide, with_reversed
 from testbed.analysis.plots import curves, facet, id_vs_ood
 
 
@@ -28,6 +28,7 @@ def sweep_table(regimes: tuple[str, ...] = ("confounded", "shortcut")) -> pd.Dat
 def test_accuracy_curves_label_decades_keep_the_legend_off_the_panels_and_state_what_is_fixed():
     table = sweep_table()
     runs = with_reversed(wide(table), table)
+    runs["regime"] = condition(runs, axis_columns(table))
     col = facet(runs)
     grid = curves(along(runs, "params", col), "params", ["acc_id", "acc_avg", "acc_reversed", "acc_wg"], col)
     fig = grid.figure
@@ -49,6 +50,7 @@ def test_accuracy_curves_label_decades_keep_the_legend_off_the_panels_and_state_
 def test_id_vs_ood_marks_the_training_set_size_and_one_regime_gets_no_regime_label():
     table = sweep_table(("confounded",))
     runs = wide(table)
+    runs["regime"] = condition(runs, axis_columns(table))
     assert facet(runs) is None
     grid = id_vs_ood(runs, None)
     entries = [t.get_text() for t in grid.legend.get_texts()]

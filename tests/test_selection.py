@@ -54,6 +54,12 @@ def test_id_val_selects_the_learning_draw_at_both_widths(tmp_path):
 def test_oracle_selection_is_labelled_test_domain(tmp_path):
     lr_sweep(tmp_path / "lr")
     run_cli("report", str(tmp_path / "lr"), "--select", "oracle")
+    # ERM's draw 0 (it cannot learn, so it scores 0.5 on the reversed environment) beats its draw 1 (the colour:
+    # 0.3) on the shifted environments, while id_val picks draw 1 (0.85 ID): the two rules part for ERM and agree
+    # for the Oracle, whose learning draw is best on both.
+    chosen = pd.read_csv(tmp_path / "lr/selected.csv")
+    assert set(chosen["rule"]) == {"oracle"} and len(chosen) == 4
+    assert chosen.groupby("baseline")["draw"].apply(set).to_dict() == {"ERM": {0}, "Oracle": {1}}
     report = (tmp_path / "lr/report.md").read_text()
     assert "TEST-DOMAIN SELECTION, an upper bound" in report.split("## Verdict")[1].split("\n## ")[0]
     assert "TEST-DOMAIN SELECTION" in report.split("## Selected hyperparameters")[1]

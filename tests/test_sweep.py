@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, ROOT, run_cli
+from conftest import CONFIGS, ROOT, assert_same_metrics, run_cli
 
 from testbed.baselines import ERM
-from testbed.errors import ConfigError
 from testbed.sweep import expand, load_sweep
 from testbed.sweep.job import packs
 from testbed.sweep.resolve import identify
@@ -125,11 +124,15 @@ def test_hparams_ranges_are_drawn_per_name_and_default_ranges_come_from_each_bas
     assert all(0.1 <= h["model.penalty_weight"] <= 1e5 and isinstance(h["model.anneal_steps"], int) for h in irm)
 
 
-def test_malformed_yaml_is_one_line(tmp_path, capsys):
+def test_malformed_yaml_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: s\naxes: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_sweep(bad)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("sweep", "-c", str(bad), "--out", "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "not valid YAML" in err[0] and str(bad) in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 class Exploding(ERM):
@@ -171,18 +174,34 @@ def test_sweep_killed_with_sigkill_resumes_without_losing_or_repeating_a_run(tmp
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     runs = [d for d in root.iterdir() if d.is_dir()]
     assert len(runs) == len(finished(root)) == 12  # every run present, exactly once
-    for d in runs:
-        assert json.loads((d / "results.json").read_text())["metrics"]["test/acc_avg"] >= 0
-        assert json.loads((d / "run.json").read_text())["id"] == d.name
+    described = [json.loads((d / "run.json").read_text()) for d in runs]
+    # Each point of the grid exactly once, and each folder's results are those of the run it names: its training
+    # set, seed and model size (which grows with the width) are the ones its run.json asks for.
+    assert sorted((r["axes"]["model.width"], r["axes"]["data.n_train"], r["seed"]) for r in described) == [
+        (w, n, s) for w in (8, 16, 24) for n in (200, 300) for s in (0, 1)]
+    params = {}
+    for d, r in zip(runs, described):
+        result = json.loads((d / "results.json").read_text())
+        assert r["id"] == d.name and (result["n_train"], result["seed"]) == (r["axes"]["data.n_train"], r["seed"])
+        assert "test/acc_avg" in result["metrics"] and result["steps"] > 0
+        params.setdefault(r["axes"]["model.width"], set()).add(result["params"])
         assert not [f for f in d.iterdir() if f.name.startswith(".")], "no temporary file left behind"
+    assert [len(p) for p in params.values()] == [1, 1, 1] and sorted(params) == sorted(params, key=params.get)
 
 
 def test_ray_executor_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     monkeypatch.chdir(tmp_path)
     sweep = write_sweep(tmp_path / "s.yaml", axes={"model": ["ERM", "Oracle"]}, seeds=[0])
-    run_cli("sweep", "-c", str(sweep), "--out", "out", "--executor", "ray")
-    assert len(finished(tmp_path / "out/s")) == 2
+    run_cli("sweep", "-c", str(sweep), "--out", "ray", "--executor", "ray")
+    run_cli("sweep", "-c", str(sweep), "--out", "local")
+    # Ray's workers run what this process runs: the same folders, each with the same results (float sums aside).
+    ray, local = (finished(tmp_path / out / "s") for out in ("ray", "local"))
+    assert [d.name for d in ray] == [d.name for d in local] and len(ray) == 2
+    for a, b in zip(ray, local):
+        x, y = (json.loads((d / "results.json").read_text()) for d in (a, b))
+        assert (x["model"], x["seed"], x["steps"]) == (y["model"], y["seed"], y["steps"])
+        assert_same_metrics(x["metrics"], y["metrics"])
 
 
 def children(pid: int) -> list[int]:

@@ -52,4 +52,4 @@ def test_erm_reads_the_marker_and_the_oracle_the_majority_with_a_small_transform
     ceiling = 1 - 0.25  # label noise caps what the majority vote predicts
     assert erm["test/ood:corr=0.10/acc"] <= 0.3 and erm["test/spurious_reliance"] >= 0.8
     assert oracle["test/acc_avg"] >= ceiling - 0.07 and oracle["test/spurious_reliance"] <= 0.2
-    assert again == erm  # same seed, same numbers
+    assert again == erm  # same seed, same numbers: exactly, as one code path in one process sums in one order

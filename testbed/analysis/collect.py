@@ -48,7 +48,8 @@ def run_rows(run_dir: Path) -> list[dict]:
     base = {"run": run_dir.name, "sweep": run["sweep"], "baseline": baseline_label(res), "seed": run["seed"],
             "params": res["params"], "n_train": res["n_train"], "steps": res["steps"], "flops": res["train_flops"],
             "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
-            "draw": run.get("draw", 0), "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
+            "sweep_stage": run.get("stage") or "", "draw": run.get("draw", 0),
+            "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
             **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), **axes}
     rows = []
     for key, value in res["metrics"].items():
@@ -87,17 +88,55 @@ def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
 
 def axis_columns(table: pd.DataFrame) -> list[str]:
     """The sweep's axis columns of a tidy table (every column that `run_rows` does not name itself)."""
-    own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s", "draw",
+    own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s",
+           "sweep_stage", "draw",
            "hparams", *CONVERGENCE, "ceiling", "stage", "env", "role", "env_corr", "metric", "value"}
     return [c for c in table.columns if c not in own]
 
 
-def regime_column(runs: pd.DataFrame) -> str | None:
-    """The column that names regimes: the sweep's config files (even one), else the training correlation where
-    it varies."""
-    if "config" in runs:
-        return "config"
-    return "corr" if "corr" in runs and runs["corr"].nunique() > 1 else None
+def with_stages(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with a baseline trained in several stages of the sweep named by stage (`ERM (stage long)`): two stages
+    of one class (ERM for 5 epochs and for 50) are two methods, not six seeds of one."""
+    if "sweep_stage" not in runs:
+        return runs
+    several = runs.groupby("baseline")["sweep_stage"].transform("nunique") > 1
+    named = runs["baseline"] + " (stage " + runs["sweep_stage"].astype(str) + ")"
+    return runs.assign(baseline=named.where(several, runs["baseline"]))
+
+
+def scale_axis(runs: pd.DataFrame, axis: str) -> bool:
+    """Whether a sweep axis is a scale: a compute budget (`trainer.*`), or a number whose values change the model's
+    size or the training set's (`model.width`, `data.n_train`, `data.n_demos`), which the fits put on an x axis."""
+    if axis in budget_columns(runs):
+        return True
+    values = runs[axis].dropna()
+    if values.empty or not pd.api.types.is_numeric_dtype(values):
+        return False
+    sizes = runs.loc[values.index]
+    return any(sizes.groupby(axis)[size].apply(frozenset).nunique() > 1 for size in ("params", "n_train"))
+
+
+def condition_axes(runs: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The axes that make a condition (one row per run in `runs`): every axis that each run has, apart from the
+    baseline (`model`, and the dose that its label names) and the scales. An axis only some runs have (a stage's, such as Online's `model.fraction`)
+    belongs to their method and is told apart by selection's scale points, not by the condition."""
+    named = ("model", "model.fraction")  # in the baseline's label (`baseline_label`)
+    return [a for a in axes if a not in named and a in runs and runs[a].notna().all() and not scale_axis(runs, a)]
+
+
+def condition(runs: pd.DataFrame, axes: list[str]) -> pd.Series:
+    """The condition of each run: the one definition every analysis groups by (the report's and figures'
+    "regime"). It is everything that tells runs apart but the baseline, the scale axes, the seed and the draw:
+    the sweep's config file and every other axis (a label noise, a list of training correlations, a learning rate
+    swept as an axis). Runs of one condition differ only in what a fit puts on its x axis."""
+    parts = condition_axes(runs, axes)
+    if not parts:
+        return pd.Series("all", index=runs.index)
+
+    def name(row: pd.Series) -> str:
+        return ", ".join(str(row[a]) if a == "config" else f"{a}={row[a]}" for a in parts)
+
+    return runs.apply(name, axis=1).astype(str)
 
 
 def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.collect import current_runs
+from testbed.analysis.collect import condition, current_runs
 from testbed.analysis.endpoints import TOLERANCE
 from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, fit_trend, verdict
 
 TARGET_SHARE = 0.95
 FLAT = 0.25  # decades of interventions per decade of parameters (a factor of 1.8) that count as no change
-OWN = {"run", "stage", "parent", "baseline", "seed", "params", "results"}
+OWN = {"run", "stage", "parent", "baseline", "seed", "params", "n_train", "results"}
 
 
 def read_runs(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
@@ -46,12 +46,14 @@ def read_runs(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
             continue
         axes = {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in run["axes"].items()}
         rows.append({**axes, "run": d.name, "stage": run.get("stage", ""), "parent": run.get("parent", ""),
-                     "baseline": res["model"], "seed": run["seed"], "params": res["params"], "results": res})
+                     "baseline": res["model"], "seed": run["seed"], "params": res["params"], "n_train": res["n_train"],
+                     "results": res})
     return pd.DataFrame(rows)
 
 
 def regime_of(runs: pd.DataFrame) -> pd.Series:
-    return runs["config"].astype(str) if "config" in runs else pd.Series("all", index=runs.index)
+    """Each run's condition, as the verdicts define it (`testbed.analysis.collect.condition`)."""
+    return condition(runs, [c for c in runs.columns if c not in OWN])
 
 
 def to_target(curve: list[dict], target: float) -> tuple[int, int] | None:

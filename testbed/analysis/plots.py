@@ -29,16 +29,13 @@ LABELS = {
 ACCURACY = ["acc_id", "acc_avg", "acc_reversed", "acc_wg"]
 RELIANCE = ["spurious_reliance", "causal_sensitivity"]
 CLOSED_LOOP = ["return_norm", "crash_rate"]
-FACETS = {"config": "regime", "corr": "training corr"}  # how a facet column is named in a panel's title
 SCALES = ["params", "n_train"]  # the scale axes a figure may hold fixed
 
 
 def facet(runs: pd.DataFrame) -> str | None:
-    """The column that separates regimes: the swept config files, else the training correlation."""
-    for col in ("config", "corr"):
-        if col in runs and runs[col].nunique() > 1:
-            return col
-    return None
+    """The column that separates conditions, where there are several: the `regime` that selection gives each run
+    (`testbed.analysis.collect.condition`), so that a figure splits exactly what the verdicts split."""
+    return "regime" if "regime" in runs and runs["regime"].nunique() > 1 else None
 
 
 def order(runs: pd.DataFrame, col: str | None) -> list | None:
@@ -57,7 +54,7 @@ def held_fixed(runs: pd.DataFrame, x: str, col: str | None) -> str:
         if (per == 1).all():
             values = sorted(runs[axis].unique())
             held.append(f"{LABELS.get(axis, axis)} = {' / '.join(number(v) for v in values)}"
-                        + (" (the largest)" if len(values) == 1 else f" (the largest of each {FACETS.get(col, col)})"))
+                        + (" (the largest)" if len(values) == 1 else f" (the largest of each {col})"))
     return "Held fixed: " + ("; ".join(held) if held else "nothing (every run)")
 
 
@@ -94,7 +91,7 @@ def label_facets(grid: sns.FacetGrid, col: str | None, rows: bool) -> None:
     margin titles on the right, where they would collide with the legend)."""
     grid.set_titles(template="")
     for j, name in enumerate(grid.col_names or []):
-        grid.axes[0, j].set_title(f"{FACETS.get(col, col)} = {name}", fontsize=9)
+        grid.axes[0, j].set_title(f"{col} = {name}", fontsize=9)
     for i, name in enumerate(grid.row_names if rows else []):
         grid.axes[i, 0].set_ylabel(name.replace(", ", ",\n").replace(" (", "\n("))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed.analysis.collect import axis_columns, collect, regime_column, save_table, wide, with_reversed
+from testbed.analysis.collect import axis_columns, collect, condition, save_table, wide, with_reversed, with_stages
 from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 
@@ -88,9 +88,8 @@ def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = No
     results.csv and selected.csv, so that a bad option writes nothing."""
     table = collect(sweep_dir, all_runs)
     axes = axis_columns(table)
-    runs = with_reversed(wide(table), table)
-    col = regime_column(runs)
-    runs["regime"] = runs[col].astype(str) if col else "all"
+    runs = with_stages(with_reversed(wide(table), table))
+    runs["regime"] = condition(runs, axes)
     rule = rule or default_rule(runs)
     kept, choices = select(runs, rule, axes)
     selected = Selected(table, kept, choices, rule, axes)
