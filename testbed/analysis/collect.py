@@ -117,9 +117,10 @@ def scale_axis(runs: pd.DataFrame, axis: str) -> bool:
 
 
 def condition_axes(runs: pd.DataFrame, axes: list[str]) -> list[str]:
-    """The axes that make a condition (one row per run in `runs`): every axis that each run has, apart from the
-    baseline (`model`, and the dose that its label names) and the scales. An axis only some runs have (a stage's, such as Online's `model.fraction`)
-    belongs to their method and is told apart by selection's scale points, not by the condition."""
+    """The axes that make a condition (one row per run in `runs`): every axis that each run has, apart from the baseline
+    (`model`, and the dose that its label names) and the scales. An axis only some runs have (a stage's, such as
+    Online's `model.fraction`) belongs to their method and is told apart by selection's scale points, not by the
+    condition."""
     named = ("model", "model.fraction")  # in the baseline's label (`baseline_label`)
     return [a for a in axes if a not in named and a in runs and runs[a].notna().all() and not scale_axis(runs, a)]
 
