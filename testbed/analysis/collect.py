@@ -48,7 +48,7 @@ def run_rows(run_dir: Path) -> list[dict]:
     base = {"run": run_dir.name, "sweep": run["sweep"], "baseline": baseline_label(res), "seed": run["seed"],
             "params": res["params"], "n_train": res["n_train"], "steps": res["steps"], "flops": res["train_flops"],
             "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
-            "sweep_stage": run.get("stage") or "", "draw": run.get("draw", 0),
+            "sweep_stage": run.get("stage") or "", "code": run.get("code") or "unrecorded", "draw": run.get("draw", 0),
             "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
             **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), **axes}
     rows = []
@@ -89,7 +89,7 @@ def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
 def axis_columns(table: pd.DataFrame) -> list[str]:
     """The sweep's axis columns of a tidy table (every column that `run_rows` does not name itself)."""
     own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s",
-           "sweep_stage", "draw",
+           "sweep_stage", "code", "draw",
            "hparams", *CONVERGENCE, "ceiling", "stage", "env", "role", "env_corr", "metric", "value"}
     return [c for c in table.columns if c not in own]
 

@@ -278,6 +278,17 @@ def criterion() -> str:
     return text
 
 
+def code_warning(runs: pd.DataFrame) -> str | None:
+    """A warning when the selected runs come from more than one version of the code (run ids hash configs, so a
+    sweep rerun after a change reuses the runs it already has)."""
+    counts = runs["code"].value_counts() if "code" in runs else pd.Series(dtype=int)
+    if len(counts) < 2:
+        return None
+    made = ", ".join(f"{n} by `{code}`" for code, n in counts.sort_index().items())
+    return (f"**Warning: the selected runs come from {len(counts)} versions of the code ({made}): `testbed sweep "
+            "--redo-older` runs the others again with this one.**")
+
+
 def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
                  bootstrap: int | None = None) -> Path:
     """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv."""
@@ -306,7 +317,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
            f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
     ref_lines, ref_warning = reference_check(runs, reference, sel.axes)
     under_lines, under_warning = undertrained(runs, sel.axes)
-    out += [line for w in (ref_warning, under_warning) if w for line in (w, "")]
+    out += [line for w in (ref_warning, under_warning, code_warning(runs)) if w for line in (w, "")]
     head_fig = []
     if primary is None or rows.empty:
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]

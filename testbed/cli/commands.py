@@ -21,10 +21,18 @@ def sweep(argv: list[str]) -> None:
     p.add_argument("--workers", type=int, default=1, help="local executor: long-lived worker processes")
     p.add_argument("--address", default=None, help="ray executor: cluster address (e.g. auto); default: a local Ray")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--redo-older", action="store_true",
+                   help="run again the done runs that another version of the code made (their run.json says which)")
     a = p.parse_args(argv)
     if a.out.exists() and not a.out.is_dir():
         raise ConfigError(f"out: {str(a.out)!r} is a file; give a folder for the sweeps' runs")
     from testbed.sweep.executors import run_sweep
+
+    if a.redo_older and not a.dry_run:
+        from testbed.sweep.folders import redo_older
+        from testbed.sweep.spec import load_sweep
+
+        print(f"redo-older: {redo_older(a.out / load_sweep(a.config).name)} runs made by other code will run again")
 
     counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)
     if counts["failed"]:

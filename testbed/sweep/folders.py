@@ -12,6 +12,7 @@ from pathlib import Path
 
 from testbed.files import write_atomic
 from testbed.sweep.spec import Run
+from testbed.version import code_version
 
 
 def start(run: Run, root: Path) -> Path | None:
@@ -23,6 +24,7 @@ def start(run: Run, root: Path) -> Path | None:
         shutil.rmtree(out)  # half-written by a killed or failed attempt
     out.mkdir(parents=True)
     described = {k: v for k, v in asdict(run).items() if k != "config"}  # config.yaml holds the config
+    described["code"] = code_version()
     write_atomic(out / "run.json", json.dumps(described, indent=2) + "\n")
     return out
 
@@ -32,3 +34,18 @@ def write_manifest(root: Path, name: str, config: Path, runs: list[Run]) -> None
     runs stay on disk, apart)."""
     write_atomic(root / "sweep.yaml", Path(config).read_text())
     write_atomic(root / "manifest.json", json.dumps({"sweep": name, "runs": [run.id for run in runs]}) + "\n")
+
+
+def redo_older(root: Path) -> int:
+    """Mark for rerunning every done run of `root` that other code made (its run.json's `code` differs from this
+    code's, or is missing); returns how many."""
+    older = 0
+    for done in root.glob("*/done") if root.is_dir() else []:
+        try:
+            made_by = json.loads((done.parent / "run.json").read_text()).get("code")
+        except (OSError, ValueError):
+            made_by = None
+        if made_by != code_version():
+            done.unlink()
+            older += 1
+    return older
