@@ -76,6 +76,11 @@ def test_random_search_is_seeded_per_axis(tmp_path):
     ({"hparams": {"model.lr": [1e-3]}, "draws": 0}, "sweep.draws: 0 is not allowed"),
     ({"hparams": {"data.n_train": [200]}}, "sweep.hparams.data.n_train: also a scale axis"),
     ({"hparams": {"model.bogus": [1]}}, "model.bogus"),
+    ({"hparams": "default", "draws": 2, "axes": {"model": ["ERM"], "model.lr": [1e-3, 1e-2]}},
+     "sweep.hparams: model.lr is drawn (hparams: default, ERM) and also an axis"),
+    ({"hparams": {"model.lr": [1e-3]}, "axes": {"model.width": [8]},
+      "stages": {"a": {"args": {"model": "ERM"}, "axes": {"model.lr": [1e-2]}}}},
+     "sweep.hparams: model.lr is drawn (hparams) and also an axis"),
 ])
 def test_bad_sweep_file_one_line_exit_2_nothing_started(tmp_path, monkeypatch, capsys, fields, message):
     monkeypatch.chdir(tmp_path)
@@ -103,6 +108,15 @@ def test_hparams_grid_is_crossed_with_every_scale_point_and_recorded(tmp_path, m
     run_cli("sweep", "-c", str(sweep), "--out", "out")
     recorded = [json.loads((d / "run.json").read_text()) for d in finished(tmp_path / "out/s")]
     assert sorted((r["draw"], r["hparams"]["model.lr"]) for r in recorded) == [(0, 1e-3)] * 4 + [(1, 1e-2)] * 4
+
+
+def test_entries_that_resolve_to_one_run_run_once_under_the_first_entrys_labels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8]}, hparams={"model.lr": [1e-3, 1e-3]},
+                        args={**TINY, "trainer.limit_val_batches": 0}, seeds=[0])
+    run_cli("sweep", "-c", str(sweep), "--out", "out")
+    (run,) = [json.loads((d / "run.json").read_text()) for d in finished(tmp_path / "out/s")]
+    assert (run["draw"], run["hparams"]) == (0, {"model.lr": 1e-3})
 
 
 def test_hparams_ranges_are_drawn_per_name_and_default_ranges_come_from_each_baseline(tmp_path):
@@ -186,7 +200,9 @@ def test_sweep_killed_with_sigkill_resumes_without_losing_or_repeating_a_run(tmp
         assert "test/acc_avg" in result["metrics"] and result["steps"] > 0
         params.setdefault(r["axes"]["model.width"], set()).add(result["params"])
         assert not [f for f in d.iterdir() if f.name.startswith(".")], "no temporary file left behind"
-    assert [len(p) for p in params.values()] == [1, 1, 1] and sorted(params) == sorted(params, key=params.get)
+    assert [len(p) for p in params.values()] == [1, 1, 1]  # one model size per width, growing with it
+    sizes = [params[w].pop() for w in sorted(params)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
 
 def test_ray_executor_runs_on_a_local_ray_instance(tmp_path, monkeypatch):

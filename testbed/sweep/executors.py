@@ -161,7 +161,10 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     sweep = load_sweep(config)
     root = (out / sweep.name).resolve()
     runs = staged_runs(sweep, root)  # every run parses before anything starts
-    runs = list({run.id: run for run in runs}.values())
+    unique: dict[str, Run] = {}
+    for run in runs:
+        unique.setdefault(run.id, run)  # entries that resolve to one config run once, under the first's labels
+    runs = list(unique.values())
     pending = stale(runs, root)  # not done, or a child of a parent that runs again
     print(f"sweep {sweep.name}: {len(runs)} runs, {len(runs) - len(pending)} already done, in {root}")
     if dry_run:

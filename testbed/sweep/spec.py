@@ -197,6 +197,13 @@ def hparam_draws(sweep: Sweep, combo: dict[str, Any]) -> list[dict[str, Any]]:
         space: Space = {f"model.{k}": v for k, v in model_class(sweep, combo).tunable.items()}
     else:
         space = parse_space(sweep.hparams, "sweep.hparams")
+    # One check for `hparams: default`, an explicit block and a stage's axes: a drawn value would replace the
+    # axis value in config.yaml while run.json still shows the axis value.
+    source = "hparams" if sweep.hparams != "default" else f"hparams: default, {model_class(sweep, combo).__name__}"
+    for key in space:
+        if key in combo:
+            raise ConfigError(f"sweep.hparams: {key} is drawn ({source}) and also an axis; a key is either swept "
+                              "(axes) or tuned (hparams)")
     return draw_all(space, sweep.draws, sweep.hparams_seed)
 
 
