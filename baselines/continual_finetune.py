@@ -63,8 +63,11 @@ class ContinualFinetune(Baseline):
     def extra_results(self) -> dict[str, object]:
         return {"phases": self.records}
 
+    def stages(self) -> tuple[int, str]:
+        return len(self.phases), "phases"
+
     def on_fit_start(self) -> None:
-        self.epochs_per_phase = self.split_epochs(len(self.phases), "phases")
+        self.epochs_per_phase = self.split_epochs()
         self.envs = self.variants(self.env)
         for env in self.envs.values():
             env.setup()

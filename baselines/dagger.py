@@ -56,8 +56,11 @@ class DAgger(Baseline):
         return {"dagger": {"fraction": h.fraction, "intervene": h.intervene, "expert_labels": self.labels,
                            "curve": self.curve}}
 
+    def stages(self) -> tuple[int, str]:
+        return self.hparams.rounds, "rounds"
+
     def on_fit_start(self) -> None:
-        self.epochs_per_round = self.split_epochs(self.hparams.rounds, "rounds")
+        self.epochs_per_round = self.split_epochs()
         self.pool, self.curve, self.labels = self.env.train_data, [], 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -1,11 +1,14 @@
 """JTT: Just Train Twice (Liu et al. 2021, "Just train twice: improving group robustness without training group
 information")."""
 
+import lightning as L
 import torch
 from torch import Tensor, nn
 
 from testbed.envs.base import Batch, TensorLoader, concat
 from testbed.errors import ConfigError, check_positive
+from testbed.training.budget import SampleBudget
+from testbed.training.compat import reload_train_data_every
 from testbed.training.module import Baseline
 
 
@@ -27,12 +30,19 @@ class JTT(Baseline):
         check_positive("id_epochs", id_epochs)
         check_positive("upweight", upweight)
 
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        epochs = trainer.max_epochs
+        if any(isinstance(c, SampleBudget) for c in trainer.callbacks) or epochs is None or epochs < 1:
+            raise ConfigError(f"trainer.max_epochs: JTT trains id_epochs={self.hparams.id_epochs} epochs before its "
+                              "second stage, so it needs a number of epochs; a budget in samples (SampleBudget) or "
+                              "steps alone sets none")
+        if epochs <= self.hparams.id_epochs:
+            raise ConfigError(f"trainer.max_epochs: {epochs} leaves no epoch for JTT's second stage after "
+                              f"id_epochs={self.hparams.id_epochs}")
+
     def on_fit_start(self) -> None:
-        if self.trainer.max_epochs <= self.hparams.id_epochs:
-            raise ConfigError(f"trainer.max_epochs: {self.trainer.max_epochs} leaves no epoch for JTT's second stage "
-                              f"after id_epochs={self.hparams.id_epochs}")
         # Lightning asks for training data again after `id_epochs`: then it gets the upsampled set.
-        self.trainer.reload_dataloaders_every_n_epochs = self.hparams.id_epochs
+        reload_train_data_every(self.trainer, self.hparams.id_epochs)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.erm_step(batch)

@@ -85,10 +85,7 @@ class TensorLoader:
         (packed training replays it for each packed model)."""
         if self.shuffle:
             n = len(self.data.y)
-            # Hashed, not `seed + epoch`: that would give seed s+1 at epoch e the order of seed s at epoch e+1, and
-            # correlate the seeds that intervals treat as independent.
-            gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/shuffle/{self.epoch}".encode()))
-            order = torch.randperm(n, generator=gen)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
             self.epoch += 1
             index = order[self.lo:self.hi].to(self.data.y.device)
             for i in range(0, len(index), self.batch_size):

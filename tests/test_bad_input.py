@@ -36,6 +36,17 @@ CASES = [
     (["fit", *FIT, "--model.width=0"], "model.width: 0 is not allowed"),
     (["fit", *FIT, "--trainer.max_epochs=-5"], "trainer.max_epochs: `max_epochs` must be a non-negative integer"),
     (["fit", *FIT, "--trainer.max_epochs=ten"], "trainer.max_epochs: 'ten' is not allowed; give an integer"),
+    # a regime's stages need whole epochs: refused before Lightning makes runs/lightning_logs/version_N
+    (["fit", *FIT, "-c", str(CONFIGS / "baselines/continual_finetune.yaml"), "--trainer.max_epochs=5"],
+     "trainer.max_epochs: 5 does not split evenly over ContinualFinetune's"),
+    (["fit", *FIT, "-c", str(CONFIGS / "baselines/continual_finetune.yaml"), "--trainer.callbacks+=SampleBudget",
+      "--trainer.callbacks.samples=500"],
+     "trainer.max_epochs: ContinualFinetune splits its epochs over"),
+    (["fit", *FIT, "-c", str(CONFIGS / "baselines/jtt.yaml"), "--trainer.callbacks+=SampleBudget",
+      "--trainer.callbacks.samples=500"],
+     "JTT trains id_epochs=2 epochs before its second stage, so it needs a number"),
+    (["fit", *FIT, "-c", str(CONFIGS / "baselines/jtt.yaml"), "--trainer.max_epochs=2"],
+     "trainer.max_epochs: 2 leaves no epoch for JTT's second stage after id_epochs=2"),
     # unknown names
     (["fit", *FIT, "--model=Foo"], "model: unknown baseline 'Foo'; choose one of"),
     (["fit", *FIT, "--data=Nope"], "data: unknown environment 'Nope'; choose one of"),
@@ -127,9 +138,11 @@ def test_a_mistyped_command_exits_2_with_one_line_and_writes_nothing(files, work
     before = sorted(files.rglob("*"))
     with pytest.raises(SystemExit) as exit_:
         run_cli(*(a.replace("{d}", str(files)) for a in argv))
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert exit_.value.code == 2, err
     assert len(err) == 1 and err[0].startswith("testbed: error: "), err
+    assert captured.out == "", captured.out  # the one line is all it prints
     assert message.replace("{d}", str(files)) in err[0]
     assert not any(workdir.iterdir()), sorted(workdir.rglob("*"))  # nothing written where the command ran
     assert sorted(files.rglob("*")) == before  # nor next to the inputs

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from testbed.envs import GaussianGroups, SpuriousShapes, SpuriousText
-from testbed.envs.base import TensorLoader
 from testbed.errors import ConfigError
 
 
@@ -17,21 +16,6 @@ def test_same_seed_same_data_and_other_seed_differs():
     for name in a.data:
         assert all(torch.equal(s, t) for s, t in zip(a.data[name], b.data[name]))
     assert not torch.equal(a.data["train:corr=0.90"].x, c.data["train:corr=0.90"].x)
-
-
-def test_shuffle_orders_of_neighbouring_seeds_share_no_epoch():
-    """Seed s at epoch e+1 and seed s+1 at epoch e draw different orders (with `seed + epoch` they were one)."""
-    env = make(n_train=200)
-    orders = {}
-    for seed in (0, 1, 2):
-        loader = TensorLoader(env.train_data, batch_size=200, shuffle=True, seed=seed)
-        orders[seed] = [torch.cat(list(loader.indices())) for _ in range(3)]
-    assert all(sorted(o.tolist()) == list(range(200)) for runs in orders.values() for o in runs)
-    pairs = [(orders[s][e], orders[t][f]) for s in orders for t in orders for e in range(3) for f in range(3)
-             if (s, e) != (t, f)]
-    assert not any(torch.equal(a, b) for a, b in pairs)
-    again = TensorLoader(env.train_data, batch_size=200, shuffle=True, seed=1)
-    assert torch.equal(torch.cat(list(again.indices())), orders[1][0])  # and a seed still fixes its order
 
 
 def test_more_training_data_extends_less_and_keeps_the_test_set():

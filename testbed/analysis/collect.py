@@ -79,10 +79,12 @@ def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
             rows += run_rows(d)
         except (OSError, ValueError, KeyError, TypeError) as err:
             skipped.append(f"{d}: results.json or run.json unreadable ({type(err).__name__}: {err})")
-            print(f"skipped {skipped[-1]}")
-    if not rows:
-        why = f"; skipped {skipped[0]}" if skipped else "; run `testbed sweep` first"
+    if not rows:  # the error alone, one line
+        why = f"; skipped {skipped[0]}" + (f" and {len(skipped) - 1} more" if len(skipped) > 1 else "") if skipped \
+            else "; run `testbed sweep` first"
         raise ConfigError(f"sweep_dir: no readable finished runs in {sweep_dir}{why}")
+    for line in skipped:
+        print(f"skipped {line}")
     return pd.DataFrame(rows)
 
 

@@ -52,6 +52,7 @@ class TestbedCLI(FitConfig):
             raise
         except (MisconfigurationException, ValueError, TypeError, ImportError) as err:  # Lightning refuses them
             raise ConfigError(trainer_error(err)) from None
+        self.model.check_trainer(trainer)
         check_run_folder(Path(trainer.log_dir))
         return trainer
 

@@ -64,6 +64,7 @@ def build(config: dict[str, Any]) -> tuple[int, ShiftedEnv, Baseline, L.Trainer]
     model = instantiate_module(config["model"], **{name: getattr(env, name) for name in MODEL_LINKS})
     model.check_env(env)
     trainer = L.Trainer(**{key: instantiate(value) for key, value in config["trainer"].items()})
+    model.check_trainer(trainer)
     if trainer.is_global_zero:
         write_atomic(Path(trainer.log_dir) / "config.yaml", config_text(config))
     return seed, env, model, trainer

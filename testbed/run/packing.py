@@ -23,7 +23,7 @@ from testbed.envs.base import ShiftedEnv, TensorLoader
 from testbed.run.fit import build, load
 from testbed.run.packed_methods import METHODS
 from testbed.training.budget import Plateau
-from testbed.training.compat import early_stopping_decision, set_fit_progress
+from testbed.training.compat import attach_for_test, early_stopping_decision, min_steps, set_fit_progress
 from testbed.training.metrics import score
 from testbed.training.module import Baseline
 from testbed.training.packed import Member, PackedNet, fit_packed
@@ -72,8 +72,8 @@ def plateau_rule(trainer: L.Trainer) -> Callable[[int, float], bool] | None:
     plateau = next((c for c in trainer.callbacks if isinstance(c, Plateau)), None)
     if plateau is None:
         return None
-    min_steps = trainer.fit_loop.min_steps or 0
-    return lambda step, loss: step >= min_steps and early_stopping_decision(plateau, loss)
+    first = min_steps(trainer)
+    return lambda step, loss: step >= first and early_stopping_decision(plateau, loss)
 
 
 def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:
@@ -150,7 +150,7 @@ def test_together(envs: Sequence[ShiftedEnv], models: Sequence[Baseline], traine
     pass gives every model's penultimate features (the first layers as one matmul); each model's heads (and
     probe's) score them into its own tallies, whose metrics it logs and keeps in `results`."""
     for env, model, trainer, rng in zip(envs, models, trainers, rngs):
-        model.trainer, trainer.datamodule, env.trainer = trainer, env, trainer  # what `trainer.test` attaches
+        attach_for_test(model, trainer, env)
         model.eval()
         torch.set_rng_state(rng)  # what the probe's head draws from, as after the run's own fit
         model._start("test")

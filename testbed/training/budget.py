@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from testbed.errors import ConfigError, check_positive
-from testbed.training.compat import set_step_budget
+from testbed.training.compat import min_steps, set_step_budget
 
 MIN_DELTA, PATIENCE = 0.01, 3  # the default criterion: train/loss improved by < 0.01 for 3 epochs in a row
 
@@ -45,7 +45,7 @@ class Plateau(EarlyStopping):
                          check_on_train_epoch_end=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step >= (trainer.fit_loop.min_steps or 0):
+        if trainer.global_step >= min_steps(trainer):
             super().on_train_epoch_end(trainer, pl_module)
 
 

@@ -1,4 +1,5 @@
-"""Every private Lightning (and jsonargparse) name testbed uses, in one place, each with why no public one does.
+"""Every private Lightning, torch and jsonargparse name testbed uses, in one place, each with why no public one
+does.
 
 They are tested against the Lightning versions `setup.cfg` allows (the upper bound is the newest one tested);
 `missing()` says which of them a Lightning release no longer has, and tests/test_compat.py fails with that list.
@@ -10,7 +11,9 @@ What each buys, as measured in `benchmarks/` (benchmarks/README.md has the figur
   steps and epochs of their own fit and stop by their own `Plateau`;
 - `set_step_budget`: no speed; `SampleBudget` could not set a step budget known only at fit start without it;
 - `option_types`: a sweep parses its runs once per scale point, not once per hyperparameter draw
-  (`testbed.sweep.resolve`).
+  (`testbed.sweep.resolve`);
+- `min_steps`, `reload_train_data_every`, `attach_for_test`, `is_compiled`: no speed; what a plateau, a regime's
+  stages, packed testing and `Compile` need, which Lightning and torch expose only privately.
 It also holds the one setting of Lightning's that testbed undoes where it costs time for nothing (NVML_CHECK).
 """
 
@@ -103,6 +106,34 @@ def set_step_budget(trainer: L.Trainer, max_steps: int) -> None:
     trainer.fit_loop.max_epochs = -1
 
 
+def min_steps(trainer: L.Trainer) -> int:
+    """The optimiser steps before which Lightning does not stop a fit (`Trainer(min_steps=...)`): a plateau decided
+    earlier must not count (`testbed.training.budget.Plateau`, and packing's stop rule). The Trainer keeps the
+    value only on its fit loop (`fit_loop.min_steps`); it has no public getter."""
+    return trainer.fit_loop.min_steps or 0
+
+
+def reload_train_data_every(trainer: L.Trainer, epochs: int) -> None:
+    """Ask Lightning for the training data again every `epochs` epochs, from inside a fit: a regime's phases
+    (ContinualFinetune, DAgger) and JTT's second stage serve new training data at a stage's start. The setting is a
+    Trainer argument, fixed at construction in the public API; the fit loop reads the attribute at each epoch
+    start, which is what setting it mid-fit relies on."""
+    trainer.reload_dataloaders_every_n_epochs = epochs
+
+
+def attach_for_test(model: L.LightningModule, trainer: L.Trainer, datamodule: L.LightningDataModule) -> None:
+    """Attach `model` and `datamodule` to `trainer` as `trainer.test` does, without its loop: packed runs are tested
+    together in one pass over shared batches (`testbed.run.packing.test_together`), each logging through its own
+    trainer. `trainer.datamodule` and `datamodule.trainer` have no public setters."""
+    model.trainer, trainer.datamodule, datamodule.trainer = trainer, datamodule, trainer
+
+
+def is_compiled(net: torch.nn.Module) -> bool:
+    """Whether `net.compile()` has run on this module: torch records it only in the private `_compiled_call_impl`
+    (`nn.Module.compile` sets it; no public query exists), and compiling twice would recompile for nothing."""
+    return getattr(net, "_compiled_call_impl", None) is not None
+
+
 def option_types(parser: ArgumentParser) -> dict[str, Any]:
     """Each option of `parser` (by destination) and the type hint jsonargparse checks its values against. A sweep
     sets a drawn number on a parsed config only where the hint says parsing it would give that number back (an
@@ -136,6 +167,10 @@ def missing() -> list[str]:
                                        "total.completed"),
         "Trainer.fit_loop.epoch_loop.max_steps": lambda: _has_path(trainer, "fit_loop.epoch_loop.max_steps"),
         "Trainer.fit_loop.max_epochs": lambda: _has_path(trainer, "fit_loop.max_epochs"),
+        "Trainer.fit_loop.min_steps": lambda: _has_path(trainer, "fit_loop.min_steps"),
+        "Trainer.reload_dataloaders_every_n_epochs": lambda: _has_path(trainer, "reload_dataloaders_every_n_epochs"),
+        "Trainer.datamodule": lambda: hasattr(trainer, "datamodule"),
+        "torch.nn.Module._compiled_call_impl": lambda: hasattr(torch.nn.Module, "_compiled_call_impl"),
         "jsonargparse ActionTypeHint._typehint": _reads_hints,
         "EarlyStopping._evaluate_stopping_criteria":
             lambda: callable(getattr(EarlyStopping, "_evaluate_stopping_criteria", None)),

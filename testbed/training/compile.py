@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from testbed.errors import check_choice
+from testbed.training.compat import is_compiled
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -32,6 +33,6 @@ class Compile(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         net = pl_module.net
-        if getattr(net, "_compiled_call_impl", None) is None:  # once, whether fit, test or both run
+        if not is_compiled(net):  # once, whether fit, test or both run
             mode = self.mode if self.backend == "inductor" else None  # modes are inductor's
             net.compile(mode=mode, dynamic=self.dynamic, backend=self.backend)

@@ -15,8 +15,9 @@ from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Range, Space
 from testbed.training.backbones import Arch, backbone_flops, build_backbone, count_params
+from testbed.training.budget import SampleBudget
 from testbed.training.checkpoints import read_checkpoint
-from testbed.training.compat import CURRENT_FX_NAME
+from testbed.training.compat import CURRENT_FX_NAME, reload_train_data_every
 from testbed.training.metrics import env_metrics, score, summarize, tally_size
 from testbed.training.probe import heldout_head
 from testbed.training.transformer import Pooling
@@ -113,6 +114,27 @@ class Baseline(L.LightningModule):
     def check_env(self, env: ShiftedEnv) -> None:
         """Raise a ConfigError if this baseline cannot train on `env` (called before anything is written)."""
 
+    def stages(self) -> tuple[int, str] | None:
+        """How many stages a regime splits its epochs into, and what they are called (`(3, "phases")`); None for
+        one stage."""
+        return None
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        """Raise a ConfigError if this baseline cannot train for `trainer`'s budget (called once the trainer
+        exists, before it writes anything): a regime's stages need a number of epochs that splits evenly."""
+        if self.stages() is not None:
+            self.epochs_per_stage(trainer)
+
+    def epochs_per_stage(self, trainer: L.Trainer) -> int:
+        stages, what = self.stages()
+        epochs, name = trainer.max_epochs, type(self).__name__
+        if any(isinstance(c, SampleBudget) for c in trainer.callbacks) or epochs is None or epochs < 1:
+            raise ConfigError(f"trainer.max_epochs: {name} splits its epochs over {stages} {what}, so it needs a "
+                              "number of epochs; a budget in samples (SampleBudget) or steps alone sets none")
+        if epochs % stages:
+            raise ConfigError(f"trainer.max_epochs: {epochs} does not split evenly over {name}'s {stages} {what}")
+        return epochs // stages
+
     def extra_results(self) -> dict[str, object]:
         """What a regime adds to `results.json` beside the test metrics (phases, stream curves)."""
         return {}
@@ -166,14 +188,12 @@ class Baseline(L.LightningModule):
         # A regime that served its own training data (a phase, DAgger's pool) hands the environment back as it was.
         self.env.served = None
 
-    def split_epochs(self, stages: int, what: str) -> int:
-        """The trainer's epochs per stage (a regime's phases or rounds), split evenly; Lightning then asks the
-        environment for training data again at each stage's start, so that it picks up what `env.served`."""
-        epochs = self.trainer.max_epochs
-        if epochs % stages:
-            raise ConfigError(f"trainer.max_epochs: {epochs} does not split evenly over {stages} {what}")
-        self.trainer.reload_dataloaders_every_n_epochs = epochs // stages
-        return epochs // stages
+    def split_epochs(self) -> int:
+        """The trainer's epochs per stage (a regime's phases or rounds, `stages`), split evenly; Lightning then asks
+        the environment for training data again at each stage's start, so that it picks up what `env.served`."""
+        per_stage = self.epochs_per_stage(self.trainer)
+        reload_train_data_every(self.trainer, per_stage)
+        return per_stage
 
     @property
     def total_samples(self) -> int:
