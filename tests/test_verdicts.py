@@ -1,6 +1,8 @@
 """The report's verdicts on synthetic sweeps with a known truth, written as run folders and read by the real
 `testbed report`; and the coverage of the fits' intervals at small seed counts."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,11 @@ from fake_runs import aggregate_metrics, write_manifest, write_run
 from testbed.analysis import fits
 from testbed.analysis.fits import fit_trend
 
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
 WIDTHS = [8, 32, 128, 512]
 PARAMS = [1e3, 1e4, 1e5, 1e6]  # four decades of parameters, one per width
 DECAY_CLOSES_AT = 1e3 * (0.5 / 0.02) ** (1 / 0.4)  # where 0.5 (N / 1e3)^-0.4 reaches the 0.02 tolerance: 3.1e6
@@ -18,6 +25,8 @@ TRUTH = {  # baseline -> (confusion gap, ID accuracy) as functions of u = N / 1e
     "Levels": (lambda u: 0.3 + 0.4 * u**-0.5, lambda u: 0.78),
     "Flat": (lambda u: 0.45 + 0 * u, lambda u: 0.85),
     "IRM": (lambda u: 0.17 - 0.12 * np.log10(u), lambda u: 0.8 - 0.13 * np.log10(u)),  # gap shrinks, ID collapses
+    # uses the colour when small (ID 0.85, the spurious optimum), invariant when large (ID 0.75, the ceiling)
+    "Invariant": (lambda u: 0.5 * sigmoid(6 - 4 * np.log10(u)), lambda u: 0.75 + 0.1 * sigmoid(6 - 4 * np.log10(u))),
 }
 
 
@@ -58,13 +67,28 @@ def test_report_states_each_known_truth(tmp_path, small_bootstrap):
     assert gap.loc["Levels", "m_inf_low"] <= 0.3 <= gap.loc["Levels", "m_inf_high"]
     assert gap.loc["Flat", "verdict"] == "does not close"
     assert gap.loc["IRM", "verdict"] == "collapses"
+    assert gap.loc["Invariant", "verdict"] == "closes"  # 0.85 -> 0.75 ID is the ceiling reached, not a collapse
     assert gap.loc["Oracle", "verdict"] == "reference"
     report = (sweep / "report.md").read_text()
     assert report.startswith("## Verdict\n")
-    assert "closes at about 3e+06 parameters" in report and "extrapolated" in report
+    assert re.search(r"closes at about [1-9]e\+06 parameters", report) and "extrapolated" in report
     criterion = report.split("## Criterion")[1]
     for word in set(table.verdict):
         assert f"**{word}**" in criterion  # every verdict word used is defined
+
+
+def test_the_id_guard_without_a_reference_holds_the_run_to_the_ceiling():
+    """Without a reference the bar is the invariant ceiling: a fall from 0.85 to it passes, a fall under it by more
+    than ID_TOL is a collapse; without a ceiling either there is no guard."""
+    from testbed.analysis.endpoints import ID_TOL, add_endpoints, id_guard
+
+    runs = pd.DataFrame({"regime": "confounded", "baseline": "ERM", "params": [1e3, 1e3, 1e5, 1e5], "seed": [0, 1] * 2,
+                         "acc_id": [0.85, 0.85, 0.75, 0.74], "acc_wg": [0.2, 0.2, 0.7, 0.7], "ceiling": 0.75})
+    assert id_guard(add_endpoints(runs, ["model.width"], None), "params", False) is None
+    fell = runs.assign(acc_id=[0.85, 0.85, 0.75 - 2 * ID_TOL, 0.75 - 2 * ID_TOL])
+    assert "below the lower of the reference's and the invariant ceiling" in id_guard(
+        add_endpoints(fell, ["model.width"], None), "params", False)
+    assert id_guard(add_endpoints(fell.drop(columns="ceiling"), ["model.width"], None), "params", False) is None
 
 
 def test_two_noisy_seeds_are_inconclusive_and_say_why(tmp_path, small_bootstrap):

@@ -14,9 +14,10 @@ its tolerance (TOLERANCES). The verdict words, used everywhere in the report:
 - **does not close**: the curve credibly rises (the slope's interval lies above 0), or the power law is the
   chosen form and its `m_inf` interval lies above the tolerance, or even the low end of the closing scale's
   interval lies more than HORIZON decades past the largest measured scale;
-- **collapses**: the ID guard: at the largest scale the baseline's ID accuracy is more than ID_TOL below the
-  reference's at the same scale points and seeds, or more than ID_TOL below its own at the smallest scale;
-  a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit says
+- **collapses**: the ID guard: at the largest scale the baseline's mean ID accuracy is more than ID_TOL below
+  the lower of the reference's (same scale points and seeds) and the invariant ceiling, where known (no bar, no
+  guard); a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit
+  says. A fall from the spurious optimum to the invariant ceiling is not a collapse
   (with too few scale points or seeds the verdict stays inconclusive, and the reason names the guard);
 - **inconclusive**: fewer than MIN_POINTS scale points or MIN_SEEDS seeds per point (no verdict is given from
   fewer), or a closing-scale interval that starts inside the horizon and ends beyond it; the reason says
