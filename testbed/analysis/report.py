@@ -60,6 +60,22 @@ SHORT = {"confusion_gap": "gap", "ood_wg_shortfall": "shortfall", "spurious_reli
          "return_shortfall": "return shortfall", "probe_confusion_gap": "probe gap"}
 
 
+def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
+          bootstrap: int | None = None) -> tuple[Fit, str, str]:
+    """The fit of one endpoint against one axis for one regime and baseline (one row per run), its verdict word
+    and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly this function."""
+    fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric], bootstrap=bootstrap)
+    word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
+    guard = id_guard(group, axis, is_reference)
+    if is_reference and metric in ("confusion_gap", "probe_confusion_gap"):
+        word, reason = "reference", "the reference: its confusion gap is 0 by construction"
+    elif guard and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS:
+        word, reason = "collapses", guard
+    elif guard:  # too few points or seeds for any verdict but inconclusive
+        reason += f"; the ID guard would flag it: {guard}"
+    return fit, word, reason
+
+
 def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) -> tuple[pd.DataFrame, dict]:
     """A fit and a verdict per regime, baseline, axis and endpoint; the Fit objects keyed by those four."""
     rows, fits = [], {}
@@ -70,16 +86,7 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
             for (regime, baseline), group in view.groupby(["regime", "baseline"]):
                 if group[axis].nunique() < 2:
                     continue
-                fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric],
-                                bootstrap=bootstrap)
-                word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
-                guard = id_guard(group, axis, baseline == reference)
-                if baseline == reference and metric in ("confusion_gap", "probe_confusion_gap"):
-                    word, reason = "reference", "the reference: its confusion gap is 0 by construction"
-                elif guard and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS:
-                    word, reason = "collapses", guard
-                elif guard:  # too few points or seeds for any verdict but inconclusive
-                    reason += f"; the ID guard would flag it: {guard}"
+                fit, word, reason = judge(group, axis, metric, baseline == reference, bootstrap)
                 fits[(regime, baseline, axis, metric)] = fit
                 rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
                              "form": fit.form, "slope": fit.slope, "m_inf": fit.m_inf, "m_inf_low": fit.m_inf_low,
