@@ -25,6 +25,8 @@ ID_TOL = 0.05  # an ID accuracy more than 5 points below min(the reference's, th
 # (even the Oracle flips a few predictions under do(a)) and the closed-loop return.
 TOLERANCE = {"confusion_gap": 0.02, "ood_wg_shortfall": 0.02, "spurious_reliance": 0.05,
              "return_shortfall": 0.05, "probe_confusion_gap": 0.02}
+BOUNDS = {"confusion_gap": (-1.0, 1.0), "ood_wg_shortfall": (-1.0, 1.0), "spurious_reliance": (0.0, 1.0),
+          "return_shortfall": (-np.inf, np.inf), "probe_confusion_gap": (-1.0, 1.0)}  # a return is unbounded
 WHAT = {"confusion_gap": "confusion gap (reference - method, OOD worst-group acc.)",
         "ood_wg_shortfall": "OOD worst-group shortfall (ceiling - acc.)",
         "spurious_reliance": "spurious reliance (share of predictions flipped by do(a))",
