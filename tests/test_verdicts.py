@@ -168,3 +168,37 @@ def test_without_a_reference_the_gap_is_the_shortfall_from_the_ceiling(tmp_path,
     report = (sweep / "report.md").read_text()
     assert "Reference: none (the gap is the shortfall from the ceiling)" in report
     assert "No reference baseline (Oracle) in this sweep: no reference check." in report
+
+
+def test_bounded_endpoints_stay_in_bounds_in_fits_and_lines():
+    """A reliance that falls steeply to 0: the log-linear line through it would reach -0.4 at the horizon, as the
+    old headline drew; the fit, its intervals and its drawn line stay in [0, 1], and the figure's bars too."""
+    from testbed.analysis.fit_plots import t_bars
+    from testbed.analysis.plots import t_interval
+
+    x = np.repeat(PARAMS, 3)
+    rng = np.random.default_rng(3)
+    y = np.clip(0.9 - 0.3 * np.log10(x / 1e3) + rng.normal(0, 0.03, len(x)), 0, 1)
+    fit = fit_trend(x, y, 0.05, bootstrap=300, bounds=(0.0, 1.0))
+    line = fit.predict(np.geomspace(fit.x_min, fit.horizon, 200))
+    assert line.min() >= 0 and line.max() <= 1
+    assert 0 <= fit.last_low and 0 <= fit.end_low and fit.end_high <= 1
+    assert not np.isfinite(fit.m_inf) or 0 <= fit.m_inf_low <= fit.m_inf_high <= 1
+    mean, down, up = t_bars(pd.Series([0.0, 0.01, 0.1]), (0.0, 1.0))
+    assert mean - down == 0.0 and mean + up <= 1
+    assert t_interval(pd.Series([0.97, 0.99, 1.0]), (0.0, 1.0))[1] == 1.0
+
+
+def test_the_tolerance_is_no_finer_than_the_measurement_and_the_form_is_refitted_per_replicate():
+    """Per-run noise 0.05 at 3 seeds: a point's mean has a standard error of about 0.03, wider than the 0.02
+    tolerance, so the verdict uses that; and on data that neither form fits clearly better, the bootstrap's
+    replicates choose both forms (the intervals do not condition on one)."""
+    x = np.repeat(PARAMS, 3)
+    rng = np.random.default_rng(5)
+    fit = fit_trend(x, rng.normal(0, 0.05, len(x)), 0.02, bootstrap=300)
+    assert 0.02 < fit.tolerance == pytest.approx(0.05 / np.sqrt(3), rel=0.5)
+    reason = fits.verdict(fit, 0.02, "parameters")[1]
+    assert f"tolerance {fit.tolerance:.3g} (a point's standard error, over the nominal 0.02)" in reason
+    y = 0.4 - 0.1 * np.log10(x / 1e3) + np.random.default_rng(1).normal(0, 0.03, len(x))
+    refit = fit_trend(x, y, 0.02, bootstrap=300)
+    assert refit.form == "log-linear" and 0.05 < refit.power_share < 0.95

@@ -220,9 +220,11 @@ def verdict(fit: Fit, tol: float, axis_label: str) -> tuple[str, str]:
                 f"{fit.seeds} seed(s) per point" if fit.seeds < MIN_SEEDS else ""]
         return "inconclusive", (f"only {' and '.join(s for s in need if s)}: at least {MIN_POINTS} scale points "
                                 f"and {MIN_SEEDS} seeds are needed for a verdict")
-    tol = max(tol, fit.tolerance)
+    nominal, tol = tol, max(tol, fit.tolerance)
+    raised = f" (a point's standard error, over the nominal {nominal:g})" if tol > nominal else ""
     at = (f"at the largest measured scale ({fit.x_max:.1g} {axis_label}) the mean is {fit.last:.3f} "
-          f"[{fit.last_low:.3f}, {fit.last_high:.3f}], the fit {fit.end:.3f} [{fit.end_low:.3f}, {fit.end_high:.3f}]")
+          f"[{fit.last_low:.3f}, {fit.last_high:.3f}], the fit {fit.end:.3f} [{fit.end_low:.3f}, {fit.end_high:.3f}]; "
+          f"tolerance {tol:.3g}{raised}")
     if fit.last_high < tol or fit.end_high < tol:
         return "closes", f"under {tol:.3g}: {at}"
     wider = f"a sweep to {fit.horizon:.1g} {axis_label} would decide"
