@@ -1,6 +1,8 @@
 """The report's verdicts on synthetic sweeps with a known truth, written as run folders and read by the real
 `testbed report`; and the coverage of the fits' intervals at small seed counts."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,11 @@ from fake_runs import aggregate_metrics, write_manifest, write_run
 from testbed.analysis import fits
 from testbed.analysis.fits import fit_trend
 
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
 WIDTHS = [8, 32, 128, 512]
 PARAMS = [1e3, 1e4, 1e5, 1e6]  # four decades of parameters, one per width
 DECAY_CLOSES_AT = 1e3 * (0.5 / 0.02) ** (1 / 0.4)  # where 0.5 (N / 1e3)^-0.4 reaches the 0.02 tolerance: 3.1e6
@@ -18,6 +25,8 @@ TRUTH = {  # baseline -> (confusion gap, ID accuracy) as functions of u = N / 1e
     "Levels": (lambda u: 0.3 + 0.4 * u**-0.5, lambda u: 0.78),
     "Flat": (lambda u: 0.45 + 0 * u, lambda u: 0.85),
     "IRM": (lambda u: 0.17 - 0.12 * np.log10(u), lambda u: 0.8 - 0.13 * np.log10(u)),  # gap shrinks, ID collapses
+    # uses the colour when small (ID 0.85, the spurious optimum), invariant when large (ID 0.75, the ceiling)
+    "Invariant": (lambda u: 0.5 * sigmoid(6 - 4 * np.log10(u)), lambda u: 0.75 + 0.1 * sigmoid(6 - 4 * np.log10(u))),
 }
 
 
@@ -50,21 +59,37 @@ def test_report_states_each_known_truth(tmp_path, small_bootstrap):
     run_cli("report", str(sweep))
     table = pd.read_csv(sweep / "fits.csv")
     gap = table[(table.axis == "params") & (table.metric == "confusion_gap")].set_index("baseline")
-    assert gap.loc["Decays", "verdict"] == "closes"
+    assert gap.loc["Decays", "verdict"] == "projected to close"  # 3.1e6 lies past the largest measured 1e6
     assert DECAY_CLOSES_AT / 3 <= gap.loc["Decays", "closing_scale"] <= DECAY_CLOSES_AT * 3
-    assert gap.loc["Decays", "closing_high"] <= 1e6 * 10**fits.HORIZON
+    assert gap.loc["Decays", "closing_high"] <= 1e6 * 1e6 / 1e3  # at most one measured span past it
     assert gap.loc["Levels", "verdict"] == "does not close"
     assert gap.loc["Levels", "form"] == "power law"
     assert gap.loc["Levels", "m_inf_low"] <= 0.3 <= gap.loc["Levels", "m_inf_high"]
     assert gap.loc["Flat", "verdict"] == "does not close"
     assert gap.loc["IRM", "verdict"] == "collapses"
+    assert gap.loc["Invariant", "verdict"] == "closes"  # 0.85 -> 0.75 ID is the ceiling reached, not a collapse
     assert gap.loc["Oracle", "verdict"] == "reference"
     report = (sweep / "report.md").read_text()
     assert report.startswith("## Verdict\n")
-    assert "closes at about 3e+06 parameters" in report and "extrapolated" in report
+    assert re.search(r"projected to close at about [1-9]e\+06 parameters", report)
+    assert "past the largest measured scale" in report
     criterion = report.split("## Criterion")[1]
     for word in set(table.verdict):
         assert f"**{word}**" in criterion  # every verdict word used is defined
+
+
+def test_the_id_guard_without_a_reference_holds_the_run_to_the_ceiling():
+    """Without a reference the bar is the invariant ceiling: a fall from 0.85 to it passes, a fall under it by more
+    than ID_TOL is a collapse; without a ceiling either there is no guard."""
+    from testbed.analysis.endpoints import ID_TOL, add_endpoints, id_guard
+
+    runs = pd.DataFrame({"regime": "confounded", "baseline": "ERM", "params": [1e3, 1e3, 1e5, 1e5], "seed": [0, 1] * 2,
+                         "acc_id": [0.85, 0.85, 0.75, 0.74], "acc_wg": [0.2, 0.2, 0.7, 0.7], "ceiling": 0.75})
+    assert id_guard(add_endpoints(runs, ["model.width"], None), "params", False) is None
+    fell = runs.assign(acc_id=[0.85, 0.85, 0.75 - 2 * ID_TOL, 0.75 - 2 * ID_TOL])
+    assert "below the lower of the reference's and the invariant ceiling" in id_guard(
+        add_endpoints(fell, ["model.width"], None), "params", False)
+    assert id_guard(add_endpoints(fell.drop(columns="ceiling"), ["model.width"], None), "params", False) is None
 
 
 def test_two_noisy_seeds_are_inconclusive_and_say_why(tmp_path, small_bootstrap):
@@ -96,12 +121,15 @@ def test_intervals_cover_the_truth_at_three_seeds():
     assert (hits / 40 >= 0.9).all(), hits / 40
 
 
-def test_no_closing_scale_is_claimed_past_the_horizon():
+def test_no_closing_scale_is_claimed_past_one_measured_span():
+    """A steady fall that would reach the tolerance at about 4e12, six decades past the three measured: neither
+    a projection nor "does not close" (that would claim what lies past the range), but inconclusive."""
     x = np.repeat(PARAMS, 3)
-    y = 0.5 - 0.05 * np.log10(x / 1e3) + np.tile([-0.005, 0, 0.005], 4)  # reaches 0.02 at about 4e12
+    y = 0.5 - 0.05 * np.log10(x / 1e3) + np.tile([-0.005, 0, 0.005], 4)
     fit = fit_trend(x, y, 0.02, bootstrap=200)
-    assert fit.closing_scale == np.inf and fit.horizon == pytest.approx(1e6 * 10**fits.HORIZON)
-    assert fits.verdict(fit, 0.02, "parameters")[0] == "does not close"
+    assert fit.closing_scale == np.inf and fit.horizon == pytest.approx(1e9)
+    word, reason = fits.verdict(fit, 0.02, "parameters")
+    assert word == "inconclusive" and "a sweep to 1e+09 parameters would decide" in reason
 
 
 def test_probe_gap_and_head_gap_are_fitted_and_read_apart(tmp_path, small_bootstrap):
@@ -116,7 +144,7 @@ def test_probe_gap_and_head_gap_are_fitted_and_read_apart(tmp_path, small_bootst
                       metrics=aggregate_metrics(0.75, 0.74, 0.7 + noise[0], 0.01, probe_wg=0.7 + noise[0]))
             write_run(sweep, f"erm-{width}-{seed}", baseline="ERM", seed=seed, width=width, params=p,
                       metrics=aggregate_metrics(0.85, 0.3, 0.2 + noise[1], 0.95,
-                                                probe_wg=0.7 - 0.4 * (p / 1e3) ** -0.5 + noise[2]))
+                                                probe_wg=0.7 - 0.4 * (p / 1e3) ** -0.8 + noise[2]))
     write_manifest(sweep)
     run_cli("report", str(sweep))
     table = pd.read_csv(sweep / "fits.csv").query("axis == 'params' and baseline == 'ERM'").set_index("metric")
@@ -140,3 +168,37 @@ def test_without_a_reference_the_gap_is_the_shortfall_from_the_ceiling(tmp_path,
     report = (sweep / "report.md").read_text()
     assert "Reference: none (the gap is the shortfall from the ceiling)" in report
     assert "No reference baseline (Oracle) in this sweep: no reference check." in report
+
+
+def test_bounded_endpoints_stay_in_bounds_in_fits_and_lines():
+    """A reliance that falls steeply to 0: the log-linear line through it would reach -0.4 at the horizon, as the
+    old headline drew; the fit, its intervals and its drawn line stay in [0, 1], and the figure's bars too."""
+    from testbed.analysis.fit_plots import t_bars
+    from testbed.analysis.plots import t_interval
+
+    x = np.repeat(PARAMS, 3)
+    rng = np.random.default_rng(3)
+    y = np.clip(0.9 - 0.3 * np.log10(x / 1e3) + rng.normal(0, 0.03, len(x)), 0, 1)
+    fit = fit_trend(x, y, 0.05, bootstrap=300, bounds=(0.0, 1.0))
+    line = fit.predict(np.geomspace(fit.x_min, fit.horizon, 200))
+    assert line.min() >= 0 and line.max() <= 1
+    assert 0 <= fit.last_low and 0 <= fit.end_low and fit.end_high <= 1
+    assert not np.isfinite(fit.m_inf) or 0 <= fit.m_inf_low <= fit.m_inf_high <= 1
+    mean, down, up = t_bars(pd.Series([0.0, 0.01, 0.1]), (0.0, 1.0))
+    assert mean - down == 0.0 and mean + up <= 1
+    assert t_interval(pd.Series([0.97, 0.99, 1.0]), (0.0, 1.0))[1] == 1.0
+
+
+def test_the_tolerance_is_no_finer_than_the_measurement_and_the_form_is_refitted_per_replicate():
+    """Per-run noise 0.05 at 3 seeds: a point's mean has a standard error of about 0.03, wider than the 0.02
+    tolerance, so the verdict uses that; and on data that neither form fits clearly better, the bootstrap's
+    replicates choose both forms (the intervals do not condition on one)."""
+    x = np.repeat(PARAMS, 3)
+    rng = np.random.default_rng(5)
+    fit = fit_trend(x, rng.normal(0, 0.05, len(x)), 0.02, bootstrap=300)
+    assert 0.02 < fit.tolerance == pytest.approx(0.05 / np.sqrt(3), rel=0.5)
+    reason = fits.verdict(fit, 0.02, "parameters")[1]
+    assert f"tolerance {fit.tolerance:.3g} (a point's standard error, over the nominal 0.02)" in reason
+    y = 0.4 - 0.1 * np.log10(x / 1e3) + np.random.default_rng(1).normal(0, 0.03, len(x))
+    refit = fit_trend(x, y, 0.02, bootstrap=300)
+    assert refit.form == "log-linear" and 0.05 < refit.power_share < 0.95

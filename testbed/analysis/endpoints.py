@@ -2,8 +2,11 @@
 
 - `confusion_gap`: the reference's (the Oracle's) OOD worst-group accuracy at the same scale point and seed,
   minus the run's: how much of what a model that ignores the spurious attribute reaches the run misses;
-- `id_drop`: the reference's ID accuracy minus the run's, for the ID guard (a gap that closes because the
-  model got worse in distribution is a collapse);
+- `id_drop`: the ID bar minus the run's ID accuracy, for the ID guard (a gap that closes because the model got
+  worse in distribution is a collapse). The bar is the lower of the reference's ID accuracy at the same scale
+  point and seed and the invariant ceiling, whichever are known: not the model's own ID accuracy at a smaller
+  scale, since in `confounded` following the colour scores about 0.85 ID and the invariant solution 0.75, so a
+  model that becomes invariant with scale falls by 0.10 ID, which is the outcome the testbed exists to detect;
 - `probe_confusion_gap`: the same gap for a fresh linear head on the frozen features (where probes ran):
   does the representation carry what the head ignores?
 - `ood_wg_shortfall`: without a reference in the sweep, the invariant ceiling (else 1) minus OOD worst-group
@@ -11,16 +14,19 @@
 - `return_shortfall`: closed loop, 1 - return / the expert's return.
 """
 
+import numpy as np
 import pandas as pd
 
 from testbed.errors import ConfigError
 
 REFERENCE = "Oracle"
-ID_TOL = 0.05  # an ID accuracy more than 5 points below the reference's (or its own at the smallest scale)
+ID_TOL = 0.05  # an ID accuracy more than 5 points below min(the reference's, the invariant ceiling)
 # A trend "closes" once the endpoint is under its tolerance: two accuracy points for gaps, five for reliance
 # (even the Oracle flips a few predictions under do(a)) and the closed-loop return.
 TOLERANCE = {"confusion_gap": 0.02, "ood_wg_shortfall": 0.02, "spurious_reliance": 0.05,
              "return_shortfall": 0.05, "probe_confusion_gap": 0.02}
+BOUNDS = {"confusion_gap": (-1.0, 1.0), "ood_wg_shortfall": (-1.0, 1.0), "spurious_reliance": (0.0, 1.0),
+          "return_shortfall": (-np.inf, np.inf), "probe_confusion_gap": (-1.0, 1.0)}  # a return is unbounded
 WHAT = {"confusion_gap": "confusion gap (reference - method, OOD worst-group acc.)",
         "ood_wg_shortfall": "OOD worst-group shortfall (ceiling - acc.)",
         "spurious_reliance": "spurious reliance (share of predictions flipped by do(a))",
@@ -48,9 +54,11 @@ def add_endpoints(runs: pd.DataFrame, axes: list[str], reference: str | None) ->
     runs = runs.copy()
     if "return_norm" in runs:
         runs["return_shortfall"] = 1 - runs["return_norm"]
+    ceiling = pd.to_numeric(runs["ceiling"], errors="coerce") if "ceiling" in runs else pd.Series(np.nan, runs.index)
     if reference is None:
-        ceiling = runs["ceiling"].astype(float).fillna(1.0) if "ceiling" in runs else 1.0
-        runs["ood_wg_shortfall"] = ceiling - runs["acc_wg"]
+        runs["ood_wg_shortfall"] = ceiling.fillna(1.0) - runs["acc_wg"]
+        if "acc_id" in runs and ceiling.notna().any():
+            runs["id_drop"] = ceiling - runs["acc_id"]
         return runs
     key = point_key(runs, axes)
     cols = [c for c in ("acc_wg", "acc_id", "probe/acc_wg") if c in runs]
@@ -63,7 +71,7 @@ def add_endpoints(runs: pd.DataFrame, axes: list[str], reference: str | None) ->
         runs[f"ref_{c}"] = runs[f"ref_{c}"].fillna(fallback[f"ref_{c}"])
     runs["confusion_gap"] = runs["ref_acc_wg"] - runs["acc_wg"]
     if "acc_id" in runs:
-        runs["id_drop"] = runs["ref_acc_id"] - runs["acc_id"]
+        runs["id_drop"] = np.fmin(runs["ref_acc_id"], ceiling.to_numpy()) - runs["acc_id"]  # fmin: NaN = unknown
     if "probe/acc_wg" in runs:
         runs["probe_confusion_gap"] = runs["ref_probe/acc_wg"] - runs["probe/acc_wg"]
     return runs.drop(columns=[f"ref_{c}" for c in cols])
@@ -75,17 +83,14 @@ def endpoints(runs: pd.DataFrame) -> list[str]:
 
 
 def id_guard(group: pd.DataFrame, axis: str, is_reference: bool) -> str | None:
-    """Why this trend is a collapse, or None: at the largest scale of `axis` the ID accuracy is more than
-    ID_TOL below the reference's, or more than ID_TOL below its own at the smallest scale."""
-    if "acc_id" not in group or group["acc_id"].isna().all():
+    """Why this trend is a collapse, or None: at the largest scale of `axis` the mean ID accuracy is more than
+    ID_TOL below the ID bar (`id_drop`: the lower of the reference's and the invariant ceiling). Without a
+    reference or a ceiling there is no bar, and no guard: a fall from a spurious optimum is not a collapse."""
+    if is_reference or "id_drop" not in group or group["id_drop"].isna().all():
         return None
-    lo, hi = group[axis].min(), group[axis].max()
-    last = group.loc[group[axis] == hi, "acc_id"].mean()
-    first = group.loc[group[axis] == lo, "acc_id"].mean()
-    if not is_reference and "id_drop" in group:
-        drop = group.loc[group[axis] == hi, "id_drop"].mean()
-        if drop > ID_TOL:
-            return f"ID accuracy {last:.2f} at the largest scale, {drop:.2f} below the reference's"
-    if first - last > ID_TOL:
-        return f"ID accuracy falls from {first:.2f} to {last:.2f} as scale grows"
+    top = group[group[axis] == group[axis].max()]
+    drop, last = top["id_drop"].mean(), top["acc_id"].mean()
+    if drop > ID_TOL:
+        return (f"ID accuracy {last:.2f} at the largest scale, {drop:.2f} below the lower of the reference's and "
+                "the invariant ceiling")
     return None

@@ -10,8 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats as sstats  # noqa: E402
 
-from testbed.analysis.endpoints import TOLERANCE, WHAT  # noqa: E402
+from testbed.analysis.endpoints import BOUNDS, TOLERANCE, WHAT  # noqa: E402
 from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit  # noqa: E402
 from testbed.analysis.line import Line, probit  # noqa: E402
 
@@ -38,10 +39,20 @@ def grid(rows: int, cols: int) -> tuple[plt.Figure, np.ndarray]:
     return fig, axes
 
 
+def t_bars(values: pd.Series, bounds: tuple[float, float]) -> tuple[float, float, float]:
+    """Mean, and the distances down and up to the ends of its 95% t interval held inside `bounds`: the one
+    interval convention of every figure (`plots.t_interval`)."""
+    n, mean = len(values), float(values.mean())
+    half = sstats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    low, high = np.clip([mean - half, mean + half], *bounds)
+    return mean, mean - low, high - mean
+
+
 def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axis: str, path: Path) -> list[Path]:
-    """Each metric (a row) against `axis` per regime (a column): mean and standard deviation over seeds per
-    baseline, the fitted curve solid over the measured range and dashed up to the extrapolation horizon, and
-    the tolerance dotted."""
+    """Each metric (a row) against `axis` per regime (a column): mean over seeds per baseline with its 95% t
+    interval held in the endpoint's bounds, the fitted curve (also held in them) solid over the measured range
+    and dashed up to the projection horizon (one measured span past the largest scale), and the tolerance
+    dotted."""
     regimes = sorted(runs["regime"].unique())
     colour = colours(sorted(runs["baseline"].unique()))
     fig, axes = grid(len(metrics), len(regimes))
@@ -49,11 +60,14 @@ def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axi
         for j, regime in enumerate(regimes):
             ax = axes[i, j]
             for baseline, group in runs[runs["regime"] == regime].groupby("baseline"):
-                stats = group.dropna(subset=[metric]).groupby(axis)[metric].agg(["mean", "std"]).reset_index()
-                if stats.empty:
+                points = group.dropna(subset=[metric]).groupby(axis)[metric]
+                if not len(points):
                     continue
-                ax.errorbar(stats[axis], stats["mean"], yerr=stats["std"].fillna(0), fmt="o", ms=4, capsize=2,
-                            color=colour[baseline], label=baseline)
+                xs = np.array(list(points.groups))
+                bars = np.array([t_bars(v, BOUNDS[metric]) for _, v in points])
+                stats = pd.DataFrame({axis: xs, "mean": bars[:, 0]})
+                ax.errorbar(xs, bars[:, 0], yerr=bars[:, 1:].T, fmt="o", ms=4, capsize=2, color=colour[baseline],
+                            label=baseline)
                 fit = fits.get((regime, baseline, axis, metric))
                 if fit is None or fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:  # no fit is claimed
                     ax.plot(stats[axis], stats["mean"], color=colour[baseline], lw=0.8, alpha=0.4)
@@ -70,8 +84,8 @@ def headline(runs: pd.DataFrame, fits: dict[tuple, Fit], metrics: list[str], axi
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.tight_layout()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), bbox_to_anchor=(0.5, 1.0),
-               title="points: mean ± s.d. over seeds; lines: the fit where one is claimed\n(dashed: extrapolated), "
-                     "else faint; dotted: tolerance",
+               title="points: mean over seeds, bars: 95% t interval held in bounds; lines: the fit where one is "
+                     "claimed\n(dashed: projected), else faint; dotted: tolerance",
                title_fontsize=8, fontsize=8)
     return save(fig, path)
 

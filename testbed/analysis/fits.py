@@ -3,13 +3,21 @@
 Two forms are fitted by weighted least squares to the mean at each scale point (weights = runs there, so the
 fit equals one through every run): the log-linear trend `m = a + b log10(N)` and the saturating power law
 `m(N) = m_inf + A (N / N_min)^-alpha` of scaling-law work (Kaplan et al. 2020; Hoffmann et al. 2022), fitted
-with scipy. The form with the lower AICc (AIC with its small-sample correction) is used for the verdict.
+with scipy, its asymptote held inside the endpoint's bounds. The form with the lower AICc (AIC with its
+small-sample correction) gives the point estimates.
 
 Intervals come from a bootstrap over seeds: at each scale point the runs are resampled with replacement and
-the curve refitted. A percentile bootstrap of a mean over n seeds is too narrow for small n (it misses the
-t distribution's tails and the (n-1)/n bias of the plug-in variance), so each resampled mean is moved away
-from the observed one by `t_{n-1} / z * sqrt(n / (n-1))` (2.7 at three seeds, 1.6 at five, 1.1 at twenty):
-the interval of one mean then has the t interval's width. `tests/test_fits.py` checks the coverage.
+both forms refitted, and each replicate chooses its own form by AICc, so the intervals carry the uncertainty
+of the form choice (they do not condition on the form chosen once). A percentile bootstrap of a mean over n
+seeds is too narrow for small n (it misses the t distribution's tails and the (n-1)/n bias of the plug-in
+variance), so each resampled mean is moved away from the observed one by `t_{n-1} / z * sqrt(n / (n-1))`
+(2.7 at three seeds, 1.6 at five, 1.1 at twenty): the interval of one mean then has the t interval's width.
+`tests/test_verdicts.py` checks the coverage. Not carried: seeds are resampled independently at each scale
+point (a seed that is the same data draw at every point is not resampled jointly), and the selection of the
+hyperparameter draw.
+
+The tolerance a verdict uses is the endpoint's nominal one or, if larger, the standard error of a mean at one
+scale point (the pooled within-point s.d. over the root of the seeds): no finer than the measurement.
 """
 
 import warnings
@@ -19,7 +27,6 @@ import numpy as np
 from scipy import optimize, stats
 
 BOOTSTRAP = 1000
-HORIZON = 2.0  # decades past the largest measured scale: no closing scale is claimed beyond it
 MIN_POINTS = 3
 MIN_SEEDS = 3
 ALPHAS = np.geomspace(0.01, 4.0, 160)  # the exponents the bootstrap refits search (the point fit refines)
@@ -34,7 +41,7 @@ class Fit:
     m_inf: float  # power law: the asymptote, with its 95% interval
     m_inf_low: float
     m_inf_high: float
-    closing_scale: float  # where the chosen curve crosses the tolerance; inf: not within HORIZON decades
+    closing_scale: float  # where the chosen curve crosses the tolerance; inf: not within the horizon
     closing_low: float
     closing_high: float
     first: float  # mean at the smallest and the largest scale, and the interval of the latter
@@ -48,16 +55,27 @@ class Fit:
     intercept: float  # log-linear a
     amplitude: float  # power law A and alpha
     alpha: float
+    end: float  # the fitted value at the largest measured scale, with its interval over the forms' replicates
+    end_low: float
+    end_high: float
+    tolerance: float  # the nominal tolerance, or the standard error of a mean at one point if larger
+    power_share: float  # the share of bootstrap replicates whose AICc chose the power law
+    bounds: tuple[float, float] = (-1.0, 1.0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """The chosen curve at x, held inside the endpoint's bounds."""
         x = np.asarray(x, dtype=float)
         if self.form == "log-linear":
-            return self.intercept + self.slope * np.log10(x)
-        return self.m_inf + self.amplitude * (x / self.x_min) ** -self.alpha
+            y = self.intercept + self.slope * np.log10(x)
+        else:
+            y = self.m_inf + self.amplitude * (x / self.x_min) ** -self.alpha
+        return np.clip(y, *self.bounds)
 
     @property
     def horizon(self) -> float:
-        return self.x_max * 10**HORIZON
+        """The furthest scale a projection may reach: as far past the largest measured scale as the measured
+        range spans."""
+        return self.x_max * self.x_max / self.x_min
 
 
 def inflation(n: int) -> float:
@@ -95,15 +113,19 @@ def power_grid(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     return m, a, ALPHAS[best], rss - szy[rows, best] ** 2 / szz[best]
 
 
-def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
-    """The power law through the means y, from the grid's best, refined by scipy's curve_fit."""
-    m, a, alpha, rss = (v[0] for v in power_grid(u, y[None, :], w))
+def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray,
+              bounds: tuple[float, float]) -> tuple[float, float, float, float]:
+    """The power law through the means y, from the grid's best, refined by scipy's curve_fit with the asymptote
+    inside `bounds`."""
+    m, a, alpha, _ = (v[0] for v in power_grid(u, y[None, :], w))
+    m = float(np.clip(m, *bounds))
+    rss = float((w * (y - m - a * u**-alpha) ** 2).sum())
     try:
         with warnings.catch_warnings():  # the covariance is not used: the intervals come from the bootstrap
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
             (m2, a2, alpha2), _ = optimize.curve_fit(lambda x, m_, a_, al: m_ + a_ * x**-al, u, y, p0=(m, a, alpha),
-                                                     sigma=1 / np.sqrt(w), bounds=([-np.inf, -np.inf, ALPHAS[0]],
-                                                                                   [np.inf, np.inf, ALPHAS[-1]]))
+                                                     sigma=1 / np.sqrt(w), bounds=([bounds[0], -np.inf, ALPHAS[0]],
+                                                                                   [bounds[1], np.inf, ALPHAS[-1]]))
         rss2 = float((w * (y - m2 - a2 * u**-alpha2) ** 2).sum())
         if rss2 < rss:
             m, a, alpha, rss = m2, a2, alpha2, rss2
@@ -112,8 +134,9 @@ def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float
     return float(m), float(a), float(alpha), float(rss)
 
 
-def aicc(rss: float, n: int, k: int) -> float:
-    aic = n * np.log(max(rss, 1e-12) / n) + 2 * k
+def aicc(rss, n: int, k: int):
+    """AICc of a least-squares fit with k parameters to n runs (elementwise over arrays of RSS)."""
+    aic = n * np.log(np.maximum(rss, 1e-12) / n) + 2 * k
     return aic + 2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else aic
 
 
@@ -129,68 +152,98 @@ def closing(form: str, tol: float, x_min: float, intercept, slope, m_inf, amp, a
         return np.where(amp > 0, falling, np.where(m_inf < tol, x_min, np.inf))
 
 
-def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap: int | None = None) -> Fit:
+def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap: int | None = None,
+              bounds: tuple[float, float] = (-1.0, 1.0)) -> Fit:
     """Both forms through (scale, endpoint) pairs, one pair per run, with bootstrap intervals over the runs
-    at each scale point."""
+    at each scale point; `bounds`: where the endpoint lives (a gap in [-1, 1], a reliance in [0, 1])."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     levels = np.unique(x)
     groups = [y[x == v] for v in levels]
     w = np.array([len(g) for g in groups], dtype=float)
     means = np.array([g.mean() for g in groups])
     logx, u = np.log10(levels), levels / levels[0]
-    n = len(y)
+    n, powered = len(y), len(levels) >= 3
     a0, b0 = (float(v[0]) for v in linear(logx, means[None, :], w))
     within = sum(((g - g.mean()) ** 2).sum() for g in groups)
     rss_lin = float((w * (means - a0 - b0 * logx) ** 2).sum()) + within
-    m0, amp0, alpha0, rss_pow = power_fit(u, means, w) if len(levels) >= 3 else (np.nan, np.nan, np.nan, np.inf)
+    m0, amp0, alpha0, rss_pow = power_fit(u, means, w, bounds) if powered else (np.nan, np.nan, np.nan, np.inf)
     form = "power law" if aicc(rss_pow + within, n, 3) < aicc(rss_lin, n, 2) else "log-linear"
+    dof = n - len(levels)
+    tol_eff = max(tol, float(np.sqrt(within / dof / w.min())) if dof > 0 else tol)
 
     rng = np.random.default_rng(seed)
     reps = bootstrap or BOOTSTRAP
-    boot = np.empty((reps, len(levels)))
+    boot, within_b = np.empty((reps, len(levels))), np.zeros(reps)
     for j, g in enumerate(groups):
-        resampled = g[rng.integers(0, len(g), (reps, len(g)))].mean(1)
+        draw = g[rng.integers(0, len(g), (reps, len(g)))]
+        resampled = draw.mean(1)
+        within_b += ((draw - resampled[:, None]) ** 2).sum(1)
         boot[:, j] = means[j] + inflation(len(g)) * (resampled - means[j])
     a_b, b_b = linear(logx, boot, w)
-    if len(levels) >= 3:
-        m_b, amp_b, alpha_b, _ = power_grid(u, boot, w)
+    rss_lin_b = (w * (boot - a_b[:, None] - b_b[:, None] * logx) ** 2).sum(1) + within_b
+    if powered:
+        m_b, amp_b, alpha_b, rss_pow_b = power_grid(u, boot, w)
+        m_b = np.clip(m_b, *bounds)
+        power_b = aicc(rss_pow_b + within_b, n, 3) < aicc(rss_lin_b, n, 2)
     else:
         m_b = amp_b = alpha_b = np.full(reps, np.nan)
-    close0 = closing(form, tol, levels[0], a0, b0, m0, amp0, alpha0)
-    close_b = closing(form, tol, levels[0], a_b, b_b, m_b, amp_b, alpha_b)
-    horizon = levels[-1] * 10**HORIZON
+        power_b = np.zeros(reps, dtype=bool)
+    close0 = closing(form, tol_eff, levels[0], a0, b0, m0, amp0, alpha0)
+    close_b = np.where(power_b, closing("power law", tol_eff, levels[0], a_b, b_b, m_b, amp_b, alpha_b),
+                       closing("log-linear", tol_eff, levels[0], a_b, b_b, m_b, amp_b, alpha_b))
+    with np.errstate(over="ignore", invalid="ignore"):
+        end_b = np.clip(np.where(power_b, m_b + amp_b * u[-1] ** -alpha_b, a_b + b_b * logx[-1]), *bounds)
+    horizon = levels[-1] ** 2 / levels[0]
     cap = lambda v: float(v) if v <= horizon else np.inf  # noqa: E731  (never claimed past the horizon)
-    return Fit(form=form, slope=b0, slope_low=float(np.percentile(b_b, 2.5)),
-               slope_high=float(np.percentile(b_b, 97.5)), m_inf=m0,
-               m_inf_low=float(np.nanpercentile(m_b, 2.5)) if len(levels) >= 3 else np.nan,
-               m_inf_high=float(np.nanpercentile(m_b, 97.5)) if len(levels) >= 3 else np.nan,
-               closing_scale=cap(close0), closing_low=cap(np.quantile(close_b, 0.025, method="lower")),
-               closing_high=cap(np.quantile(close_b, 0.975, method="higher")),
-               first=float(means[0]), last=float(means[-1]), last_low=float(np.percentile(boot[:, -1], 2.5)),
-               last_high=float(np.percentile(boot[:, -1], 97.5)), points=len(levels), seeds=int(w.min()),
-               x_min=float(levels[0]), x_max=float(levels[-1]), intercept=a0, amplitude=amp0, alpha=alpha0)
+    fit = Fit(form=form, slope=b0, slope_low=float(np.percentile(b_b, 2.5)),
+              slope_high=float(np.percentile(b_b, 97.5)), m_inf=m0,
+              m_inf_low=float(np.nanpercentile(m_b, 2.5)) if powered else np.nan,
+              m_inf_high=float(np.nanpercentile(m_b, 97.5)) if powered else np.nan,
+              closing_scale=cap(close0), closing_low=cap(np.quantile(close_b, 0.025, method="lower")),
+              closing_high=cap(np.quantile(close_b, 0.975, method="higher")),
+              first=float(means[0]), last=float(means[-1]),
+              last_low=float(np.clip(np.percentile(boot[:, -1], 2.5), *bounds)),
+              last_high=float(np.clip(np.percentile(boot[:, -1], 97.5), *bounds)), points=len(levels),
+              seeds=int(w.min()), x_min=float(levels[0]), x_max=float(levels[-1]), intercept=a0, amplitude=amp0,
+              alpha=alpha0, end=np.nan, end_low=float(np.percentile(end_b, 2.5)),
+              end_high=float(np.percentile(end_b, 97.5)), tolerance=tol_eff, power_share=float(power_b.mean()),
+              bounds=bounds)
+    fit.end = float(fit.predict(levels[-1]))
+    return fit
 
 
 def verdict(fit: Fit, tol: float, axis_label: str) -> tuple[str, str]:
-    """The verdict word for one fit, and its reason (the ID guard is applied by the caller)."""
+    """The verdict word for one fit, and its reason (the ID guard is applied by the caller). "closes" rests on
+    the largest measured scale; a crossing past it is a projection, at most the measured span further."""
     if fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:
         need = [f"{fit.points} scale point(s)" if fit.points < MIN_POINTS else "",
                 f"{fit.seeds} seed(s) per point" if fit.seeds < MIN_SEEDS else ""]
         return "inconclusive", (f"only {' and '.join(s for s in need if s)}: at least {MIN_POINTS} scale points "
                                 f"and {MIN_SEEDS} seeds are needed for a verdict")
-    if fit.last_high < tol:
-        return "closes", f"already under {tol:g} at the largest scale: {fit.last:.3f} [{fit.last_low:.3f}, " \
-                         f"{fit.last_high:.3f}]"
-    if np.isfinite(fit.closing_high):
-        where = "extrapolated" if fit.closing_scale > fit.x_max else "within the measured range"
-        return "closes", (f"closes at about {fit.closing_scale:.1g} {axis_label} [{fit.closing_low:.1g}, "
-                          f"{fit.closing_high:.1g}] ({where}, {fit.form})")
-    if fit.slope_low > 0:
-        return "does not close", f"rises: {fit.slope:+.3f} per decade [{fit.slope_low:+.3f}, {fit.slope_high:+.3f}]"
-    if fit.form == "power law" and fit.m_inf_low > tol:
-        return "does not close", f"levels off: m_inf = {fit.m_inf:.2f} [{fit.m_inf_low:.2f}, {fit.m_inf_high:.2f}]"
-    if fit.closing_low == np.inf:
-        return "does not close", (f"would not reach {tol:g} within {HORIZON:g} decades past {fit.x_max:.1g} "
-                                  f"{axis_label} ({fit.form}, {fit.slope:+.3f} per decade)")
-    return "inconclusive", (f"closing scale between {fit.closing_low:.1g} and beyond {fit.horizon:.1g} {axis_label}: "
-                            "more seeds or a wider range of scales would decide")
+    nominal, tol = tol, max(tol, fit.tolerance)
+    raised = f" (a point's standard error, over the nominal {nominal:g})" if tol > nominal else ""
+    at = (f"at the largest measured scale ({fit.x_max:.1g} {axis_label}) the mean is {fit.last:.3f} "
+          f"[{fit.last_low:.3f}, {fit.last_high:.3f}], the fit {fit.end:.3f} [{fit.end_low:.3f}, {fit.end_high:.3f}]; "
+          f"tolerance {tol:.3g}{raised}")
+    if fit.last_high < tol or fit.end_high < tol:
+        return "closes", f"under {tol:.3g}: {at}"
+    wider = f"a sweep to {fit.horizon:.1g} {axis_label} would decide"
+    if np.isfinite(fit.closing_high) and fit.closing_scale <= fit.horizon:
+        where = "past the largest measured scale" if fit.closing_scale > fit.x_max else "inside the measured range"
+        return "projected to close", (f"projected to close at about {fit.closing_scale:.1g} {axis_label} "
+                                      f"[{fit.closing_low:.1g}, {fit.closing_high:.1g}] ({where}; {fit.form}); "
+                                      f"not yet under {tol:.3g}: {at}")
+    above = fit.last_low > tol and fit.end_low > tol
+    if above and fit.slope_low > 0:
+        return "does not close", (f"above {tol:.3g} and rising over the measured range: {fit.slope:+.3f} per "
+                                  f"decade [{fit.slope_low:+.3f}, {fit.slope_high:+.3f}]; {at}")
+    if above and fit.form == "power law" and fit.m_inf_low > tol:
+        return "does not close", (f"levels off above {tol:.3g}: m_inf = {fit.m_inf:.2f} [{fit.m_inf_low:.2f}, "
+                                  f"{fit.m_inf_high:.2f}]; {at}")
+    if above and fit.slope_high >= 0:
+        return "does not close", (f"above {tol:.3g} over the measured range and not credibly falling: "
+                                  f"{fit.slope:+.3f} per decade [{fit.slope_low:+.3f}, {fit.slope_high:+.3f}]; {at}")
+    if np.isfinite(fit.closing_low):
+        return "inconclusive", (f"the closing scale's interval [{fit.closing_low:.1g}, beyond {fit.horizon:.1g}] "
+                                f"{axis_label} reaches past the measured span; more seeds or {wider}; {at}")
+    return "inconclusive", f"not under {tol:.3g} and no crossing within the measured span; {wider}; {at}"

@@ -101,17 +101,19 @@ def legend_below(grid: sns.FacetGrid) -> None:
         sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=8, frameon=False, title=None)
 
 
-def t_interval(values: pd.Series) -> tuple[float, float]:
-    """The 95% t interval of a mean: honest at three seeds, where a percentile bootstrap is far too narrow (and
-    no faster to draw)."""
+def t_interval(values: pd.Series, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """The 95% t interval of a mean, held inside `bounds` (an accuracy's interval ends at 0 and 1): honest at
+    three seeds, where a percentile bootstrap is far too narrow (and no faster to draw)."""
     n, mean = len(values), values.mean()
     if n < 2:
         return mean, mean
     half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return mean - half, mean + half
+    return max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
-def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind: str = "line") -> sns.FacetGrid:
+def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind: str = "line",
+           bounds: tuple[float, float] | None = (0.0, 1.0)) -> sns.FacetGrid:
+    """`metrics` against `x`, a row each; `bounds`: where they all live (None: unbounded, as a return)."""
     metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
     long = runs.melt(id_vars=[c for c in runs.columns if c not in metrics], value_vars=metrics,
                      var_name="metric", value_name="value")
@@ -119,7 +121,9 @@ def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind
     if "reversed_corr" in runs and runs.reversed_corr.nunique() == 1:
         labels["acc_reversed"] += f" (corr={runs.reversed_corr.iloc[0]:.2f})"
     long["metric"] = long["metric"].map(labels)
-    extra = {"errorbar": t_interval, "marker": "o", "err_style": "bars"} if kind == "line" else {"alpha": 0.7}
+    lo, hi = bounds or (-math.inf, math.inf)
+    extra = ({"errorbar": lambda v: t_interval(v, (lo, hi)), "marker": "o", "err_style": "bars"} if kind == "line"
+             else {"alpha": 0.7})
     grid = sns.relplot(data=long, x=x, y="value", hue="baseline", hue_order=sorted(runs.baseline.unique()),
                        row="metric", row_order=[labels[m] for m in metrics], col=col, col_order=order(runs, col),
                        kind=kind, height=2.4, aspect=1.35, facet_kws={"sharey": "row", "margin_titles": False},
@@ -132,7 +136,8 @@ def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind
     if kind == "line":
         groups = runs.groupby([x, "baseline"] + ([col] if col else [])).size()
         n = f"{groups.min()}" if groups.min() == groups.max() else f"{groups.min()} to {groups.max()}"
-        bars = f"Points: mean over the {n} runs (seeds) at each size; bars: 95% t interval of that mean"
+        held = f", held in [{lo:g}, {hi:g}]" if bounds else ""
+        bars = f"Points: mean over the {n} runs (seeds) at each size; bars: 95% t interval of that mean{held}"
     else:
         bars = "Each point is one run"
     grid.caption = f"{held_fixed(runs, x, col)}. {bars}."
@@ -193,7 +198,7 @@ def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
         loop = runs.dropna(subset=["return_norm"])
         for x, name in (("params", "closed_loop_params"), ("n_train", "closed_loop_data")):
             if loop[x].nunique() > 1:
-                paths += save(curves(along(loop, x, col), x, CLOSED_LOOP, col),
+                paths += save(curves(along(loop, x, col), x, CLOSED_LOOP, col, bounds=None),
                               f"Closed loop vs {LABELS[x]}", figures / name)
         paths += save(id_vs_ood(loop, col, "return_norm"), "Offline action accuracy vs closed-loop return",
                       figures / "offline_vs_closed_loop")

@@ -3,27 +3,37 @@
 Each endpoint (the confusion gap, spurious reliance, and where they exist the closed-loop return shortfall
 and the probe's confusion gap) is fitted against each scale axis per regime and baseline, the other scales
 held at their largest (`along`): parameters, training samples, and FLOPs as the compute budget varies. Both
-the log-linear trend and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one;
-intervals are 95% bootstrap intervals over seeds (`testbed.analysis.fits`). A trend "closes" once the endpoint is under
-its tolerance (TOLERANCES). The verdict words, used everywhere in the report:
+the log-linear trend and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one
+for the point estimates; intervals are 95% bootstrap intervals over seeds in which every replicate refits both
+forms and picks its own by AICc (`testbed.analysis.fits`). Not carried by the intervals: seeds are resampled
+independently at each scale point, and the selection of the hyperparameter draw (when selection is on) is
+taken as given. The tolerance is the nominal one (TOLERANCES) or, if larger, the standard error of a mean
+at one scale point (the pooled within-point s.d. over the root of the seeds); the reason gives the effective
+one. Fits, intervals and drawn lines are held in the endpoint's bounds ([0, 1] for reliance, [-1, 1] for
+gaps and shortfalls). The verdict words, used everywhere in the report:
 
-- **closes**: the endpoint is already under its tolerance at the largest scale (the upper end of the interval
-  of its mean there is), or the fitted curve crosses the tolerance at a closing scale whose interval ends at
-  most HORIZON decades past the largest measured scale ("closes at about 3e+08 parameters [1e+07, 2e+10]";
-  marked *extrapolated* when past the largest measured scale);
-- **does not close**: the curve credibly rises (the slope's interval lies above 0), or the power law is the
-  chosen form and its `m_inf` interval lies above the tolerance, or even the low end of the closing scale's
-  interval lies more than HORIZON decades past the largest measured scale;
-- **collapses**: the ID guard: at the largest scale the baseline's ID accuracy is more than ID_TOL below the
-  reference's at the same scale points and seeds, or more than ID_TOL below its own at the smallest scale;
-  a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit says
+- **closes**: at the largest measured scale, the interval of the endpoint's mean, or of the fitted curve
+  there (over the forms' replicates), lies under the tolerance: a measured claim, never a projection;
+- **projected to close**: not yet under the tolerance at the largest measured scale, but the fitted curve
+  crosses it at a closing scale whose interval ends at most one measured span (as many decades as measured)
+  past the largest measured scale: "projected to close at about 3e+06 parameters [2e+06, 5e+06]"; a sweep to
+  that scale would decide;
+- **does not close**: a statement about the measured range: at the largest measured scale both intervals lie
+  above the tolerance, and the curve credibly rises, or levels off (the power law is the chosen form and its
+  `m_inf` interval lies above the tolerance), or does not credibly fall (the slope's interval reaches 0);
+  what lies past the range is not claimed;
+- **collapses**: the ID guard: at the largest scale the baseline's mean ID accuracy is more than ID_TOL below
+  the lower of the reference's (same scale points and seeds) and the invariant ceiling, where known (no bar, no
+  guard); a gap that shrinks because the model got worse in distribution is not a gap closing, whatever the fit
+  says. A fall from the spurious optimum to the invariant ceiling is not a collapse
   (with too few scale points or seeds the verdict stays inconclusive, and the reason names the guard);
 - **inconclusive**: fewer than MIN_POINTS scale points or MIN_SEEDS seeds per point (no verdict is given from
-  fewer), or a closing-scale interval that starts inside the horizon and ends beyond it; the reason says
-  what would decide (more seeds, a wider range of scales);
+  fewer), or none of the above: a falling curve whose crossing lies past one measured span, or intervals that
+  straddle the tolerance; the reason says what would decide (more seeds, a sweep to a named scale);
 - **reference**: the reference baseline's own confusion gap, 0 by construction.
 
-No closing scale is reported beyond the horizon: past it a fit is not evidence.
+`benchmarks/verdicts.py` measures how often each word is wrong on simulated sweeps of known truth
+(`benchmarks/README.md`).
 """
 
 from pathlib import Path
@@ -34,6 +44,7 @@ import pandas as pd
 from testbed.analysis.collect import along, budget_columns
 from testbed.analysis.control_report import control_section
 from testbed.analysis.endpoints import (
+    BOUNDS,
     ID_TOL,
     TOLERANCE,
     WHAT,
@@ -43,7 +54,7 @@ from testbed.analysis.endpoints import (
     point_key,
     reference_of,
 )
-from testbed.analysis.fits import HORIZON, MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
+from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
 from testbed.analysis.line import LINE_BASELINE, on_the_line
 from testbed.analysis.online_report import online_section
 from testbed.analysis.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
@@ -59,6 +70,23 @@ SHORT = {"confusion_gap": "gap", "ood_wg_shortfall": "shortfall", "spurious_reli
          "return_shortfall": "return shortfall", "probe_confusion_gap": "probe gap"}
 
 
+def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
+          bootstrap: int | None = None) -> tuple[Fit, str, str]:
+    """The fit of one endpoint against one axis for one regime and baseline (one row per run), its verdict word
+    and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly this function."""
+    fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric], bootstrap=bootstrap,
+                    bounds=BOUNDS[metric])
+    word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
+    guard = id_guard(group, axis, is_reference)
+    if is_reference and metric in ("confusion_gap", "probe_confusion_gap"):
+        word, reason = "reference", "the reference: its confusion gap is 0 by construction"
+    elif guard and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS:
+        word, reason = "collapses", guard
+    elif guard:  # too few points or seeds for any verdict but inconclusive
+        reason += f"; the ID guard would flag it: {guard}"
+    return fit, word, reason
+
+
 def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) -> tuple[pd.DataFrame, dict]:
     """A fit and a verdict per regime, baseline, axis and endpoint; the Fit objects keyed by those four."""
     rows, fits = [], {}
@@ -69,16 +97,7 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
             for (regime, baseline), group in view.groupby(["regime", "baseline"]):
                 if group[axis].nunique() < 2:
                     continue
-                fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric],
-                                bootstrap=bootstrap)
-                word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
-                guard = id_guard(group, axis, baseline == reference)
-                if baseline == reference and metric in ("confusion_gap", "probe_confusion_gap"):
-                    word, reason = "reference", "the reference: its confusion gap is 0 by construction"
-                elif guard and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS:
-                    word, reason = "collapses", guard
-                elif guard:  # too few points or seeds for any verdict but inconclusive
-                    reason += f"; the ID guard would flag it: {guard}"
+                fit, word, reason = judge(group, axis, metric, baseline == reference, bootstrap)
                 fits[(regime, baseline, axis, metric)] = fit
                 rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
                              "form": fit.form, "slope": fit.slope, "m_inf": fit.m_inf, "m_inf_low": fit.m_inf_low,
@@ -271,7 +290,7 @@ def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tupl
 
 def criterion() -> str:
     text = __doc__.split("\n\n", 1)[1].strip()
-    for name, value in (("HORIZON", f"{HORIZON:g}"), ("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
+    for name, value in (("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
                         ("ID_TOL", f"{ID_TOL:g}"),
                         ("TOLERANCES", ", ".join(f"{SHORT[k]} {v:g}" for k, v in TOLERANCE.items()))):
         text = text.replace(name, value)
@@ -329,7 +348,9 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
         out += [f"![headline](figures/{head_fig[0].name})", "",
                 f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({AXES[axis][1]}); lines: the "
-                f"chosen fit, dashed where extrapolated (at most {HORIZON:g} decades); dotted: the tolerance.*", ""]
+                "chosen fit where one is claimed, dashed where projected (at most one measured span past the largest "
+                "scale); points: mean over seeds with its 95% t interval, held in the endpoint's bounds; dotted: "
+                "the tolerance.*", ""]
     out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
             "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
             *choices_table(sel), ""]

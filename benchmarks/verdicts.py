@@ -1,0 +1,136 @@
+"""How often the report's verdict words are wrong, on simulated sweeps whose truth is known (issue 26 item 8).
+
+Each family is a true confusion gap (and ID accuracy) as a function of d = decades of parameters above the
+smallest measured scale. Every replicate draws per-run worst-group and ID accuracies for the method and the
+reference (the Oracle) around that truth and passes them through the report's own code path:
+`endpoints.add_endpoints` (the confusion gap and the ID bar) and `report.judge` (fit, verdict, ID guard).
+Settings: 3, 5 and 7 scale points over two decades (about the quickstart's 54 to 5,782 parameters), 3 and 5
+seeds, and two noise levels:
+
+- `low`: per-run s.d. 0.01 of worst-group accuracy, 0.01 of ID accuracy, no bias;
+- `wg`: s.d. 0.03 of worst-group accuracy with a bias of -0.03, the measured small-sample behaviour of a minimum
+  of four noisy group estimates at quickstart sizes (issue 26), and 0.02 of ID accuracy. The bias is that of a
+  model whose groups are level (the reference, an invariant method): it shrinks to 0 as the method's true gap
+  grows to 0.1, where one group is clearly the worst and the minimum is no longer biased.
+
+Each family's wrong set is fixed below, before any run, from what each word claims: **closes** (under the
+tolerance at a measured scale), **does not close** (above it over the measured range, not credibly falling,
+or levelling off above it), **collapses** (ID accuracy under the bar), and the fallbacks **inconclusive** and
+**projected to close** (a projection past the largest measured scale, never counted wrong). Goal: wrong <= 5%.
+
+    .venv/bin/python benchmarks/verdicts.py            # 200 replicates per setting
+    .venv/bin/python benchmarks/verdicts.py --quick    # 50
+"""
+
+import argparse
+import itertools
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from testbed.analysis.endpoints import add_endpoints  # noqa: E402
+from testbed.analysis.report import judge  # noqa: E402
+
+X_MIN, DECADES = 100.0, 2.0
+REF_WG, REF_ID, CEILING = 0.70, 0.75, 0.75  # `confounded`: the invariant solution's ID accuracy is the ceiling
+NOISE = {"low": (0.01, 0.0, 0.01), "wg": (0.03, -0.03, 0.02)}  # wg s.d., wg bias at level groups, ID s.d.
+WORDS = ["closes", "projected to close", "does not close", "collapses", "inconclusive"]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+@dataclass
+class Family:
+    name: str
+    gap: Callable[[np.ndarray], np.ndarray]  # of d, decades above X_MIN
+    acc_id: Callable[[np.ndarray], np.ndarray]
+    wrong: frozenset[str]
+
+
+FLAT_ID = lambda d: REF_ID + 0 * d  # noqa: E731
+FAMILIES = [
+    Family("zero gap (invariant method)", lambda d: 0 * d, FLAT_ID, frozenset({"does not close", "collapses"})),
+    Family("power law to zero", lambda d: 0.3 * 10 ** (-0.8 * d), FLAT_ID, frozenset({"does not close", "collapses"})),
+    Family("floor 0.15 above tolerance", lambda d: 0.15 + 0.25 * 10 ** (-0.5 * d), FLAT_ID,
+           frozenset({"closes", "projected to close", "collapses"})),
+    Family("log-linear, floor 0.05 just past range", lambda d: np.maximum(0.05, 0.40 - 0.15 * d), FLAT_ID,
+           frozenset({"closes", "collapses"})),
+    Family("sigmoid inside range", lambda d: 0.4 * sigmoid(4 * (1 - d)), FLAT_ID,
+           frozenset({"does not close", "collapses"})),
+    Family("sigmoid one decade past range", lambda d: 0.4 * sigmoid(4 * (3 - d)), FLAT_ID,
+           frozenset({"closes", "collapses"})),
+    Family("ID collapse (gap shrinks, ID falls to 0.50)", lambda d: 0.17 - 0.08 * d, lambda d: 0.80 - 0.15 * d,
+           frozenset({"closes", "projected to close", "does not close"})),
+    Family("invariant transition, ID 0.85 -> 0.75", lambda d: 0.5 * sigmoid(4 * (1 - d)),
+           lambda d: REF_ID + 0.1 * sigmoid(4 * (1 - d)), frozenset({"does not close", "collapses"})),
+    Family("bump (double descent), then to zero",
+           lambda d: 0.3 * 10 ** (-0.8 * d) + 0.12 * np.exp(-(((d - 1) / 0.25) ** 2) / 2), FLAT_ID,
+           frozenset({"does not close", "collapses"})),
+]
+
+
+def sweep(family: Family, points: int, seeds: int, noise: str, replicates: int,
+          rng: np.random.Generator) -> pd.DataFrame:
+    """`replicates` simulated sweeps, each its own regime: the method and the reference at each scale point and
+    seed, one row per run."""
+    sd_wg, bias, sd_id = NOISE[noise]
+    d = np.tile(np.repeat(np.linspace(0, DECADES, points), seeds), replicates)
+    n = d.size
+    gap = family.gap(d)
+    level = np.clip(1 - gap / 0.1, 0, 1)  # how level the method's groups are: the minimum's bias scales with it
+    common = {"regime": np.repeat(np.arange(replicates), points * seeds), "params": X_MIN * 10**d,
+              "model.width": np.tile(np.repeat(np.arange(points), seeds), replicates),
+              "seed": np.tile(np.arange(seeds), points * replicates), "ceiling": CEILING}
+    ref = pd.DataFrame({**common, "baseline": "Oracle", "acc_wg": REF_WG + bias + rng.normal(0, sd_wg, n),
+                        "acc_id": REF_ID + rng.normal(0, sd_id, n)})
+    method = pd.DataFrame({**common, "baseline": "Method",
+                           "acc_wg": REF_WG - gap + bias * level + rng.normal(0, sd_wg, n),
+                           "acc_id": family.acc_id(d) + rng.normal(0, sd_id, n)})
+    return pd.concat([ref, method], ignore_index=True)
+
+
+def rates(family: Family, points: int, seeds: int, noise: str, replicates: int, seed: int) -> Counter:
+    """How often each verdict word is given to the method over `replicates` sweeps."""
+    runs = add_endpoints(sweep(family, points, seeds, noise, replicates, np.random.default_rng(seed)),
+                         ["model.width"], "Oracle")
+    method = runs[runs["baseline"] == "Method"]
+    return Counter(judge(group, "params", "confusion_gap", False)[1] for _, group in method.groupby("regime"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replicates", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="50 replicates per setting")
+    parser.add_argument("--family", type=str, default="", help="only families whose name contains this")
+    args = parser.parse_args()
+    reps = 50 if args.quick else args.replicates
+    start = time.perf_counter()
+    print(f"{reps} replicates per setting; wrong set in brackets; rates in % (closes / projected / does not "
+          "close / collapses / inconclusive)\n")
+    print("| family [wrong] | points | seeds | noise | " + " | ".join(WORDS) + " | wrong |")
+    print("|---|---|---|---|" + "---|" * (len(WORDS) + 1))
+    worst = {}
+    for i, family in enumerate(f for f in FAMILIES if args.family in f.name):
+        for j, (points, seeds, noise) in enumerate(itertools.product((3, 5, 7), (3, 5), NOISE)):
+            words = rates(family, points, seeds, noise, reps, seed=1000 * i + j)
+            wrong = 100 * sum(words[w] for w in family.wrong) / reps
+            worst[family.name] = max(worst.get(family.name, 0.0), wrong)
+            print(f"| {family.name} [{', '.join(sorted(family.wrong))}] | {points} | {seeds} | {noise} | "
+                  + " | ".join(f"{100 * words[w] / reps:.0f}" for w in WORDS) + f" | **{wrong:.1f}** |", flush=True)
+    print("\n| family | worst wrong rate over settings (%) | goal <= 5% met? |\n|---|---|---|")
+    for name, w in worst.items():
+        print(f"| {name} | {w:.1f} | {'yes' if w <= 5 else 'no'} |")
+    print(f"\n{time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
