@@ -126,7 +126,7 @@ def test_image_observations_train_a_cnn_end_to_end(workdir):
      "data.observation: 'pixels' is not allowed; choose one of vector, image"),
     (["-c", BRAKING, "--data.max_dist=3"], "data.max_dist: 3 must be larger than safe_dist (4)"),
     (["-c", BRAKING, "-c", DAGGER, "--trainer.max_epochs=7"],
-     "trainer.max_epochs: 7 does not split evenly over 6 rounds"),
+     "trainer.max_epochs: 7 does not split evenly over DAgger's 6 rounds"),
 ])
 def test_bad_control_config_gives_one_line(workdir, capsys, args, message):
     err = cli_error(capsys, "fit", *args, *FAST)

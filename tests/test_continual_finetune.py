@@ -45,4 +45,4 @@ def test_a_bad_phase_gives_one_line_and_writes_nothing(workdir, capsys, args, me
 
 def test_epochs_must_split_evenly_over_the_phases(workdir, capsys):
     err = cli_error(capsys, "fit", "-c", CONFOUNDED, "-c", CONTINUAL, *SMALL, "--trainer.max_epochs=4")
-    assert err[-1] == "testbed: error: trainer.max_epochs: 4 does not split evenly over 3 phases"
+    assert err[-1] == "testbed: error: trainer.max_epochs: 4 does not split evenly over ContinualFinetune's 3 phases"
