@@ -234,7 +234,7 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_its_run_and_the_sweep_finishes(tmp_path):
+def test_a_killed_worker_s_run_is_retried_and_the_sweep_completes(tmp_path):
     sweep = write_sweep(tmp_path / "s.yaml", axes={"model.width": [8, 16, 24], "data.n_train": [200, 300]},
                         pack=False)
     cmd = [sys.executable, "-m", "testbed", "sweep", "-c", str(sweep), "--out", str(tmp_path / "out"), "--workers", "2"]
@@ -244,11 +244,37 @@ def test_a_killed_worker_fails_its_run_and_the_sweep_finishes(tmp_path):
         time.sleep(0.05)
     workers = [p for p in children(proc.pid) if "spawn" in Path(f"/proc/{p}/cmdline").read_text()]
     assert workers, "the sweep runs worker processes"
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(workers[0], signal.SIGKILL)  # as the out-of-memory killer would
     out, _ = proc.communicate(timeout=120)  # the sweep ends by itself
-    assert proc.returncode == 1, out
-    errors = [d / "error.txt" for d in root.iterdir() if (d / "error.txt").exists()]
-    assert len(errors) == 1 and "killed by SIGKILL" in errors[0].read_text(), out
-    assert len(finished(root)) == 11
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)  # the next invocation runs the lost run
-    assert len(finished(root)) == 12
+    assert proc.returncode == 0, out
+    assert len(finished(root)) == 12 and not list(root.glob("*/error.txt")), out
+
+
+KILLER = """
+import os, signal
+from testbed.envs import SpuriousShapes
+
+class Killer(SpuriousShapes):
+    \"\"\"Kills its own process when asked for 300 training samples, as a run that runs out of memory would.\"\"\"
+
+    def make(self, spec, index, split):
+        if self.n_train == 300:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().make(spec, index, split)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_kills_its_worker_twice_fails_with_the_signal_named(tmp_path):
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "killer.yaml").write_text("data:\n  class_path: killer.Killer\n")
+    sweep = write_sweep(tmp_path / "s.yaml", configs=[str(tmp_path / "killer.yaml")], pack=False,
+                        axes={"data.n_train": [200, 300]}, seeds=[0])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "testbed", "sweep", "-c", str(sweep), "--out", str(tmp_path / "out"),
+                           "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    root = tmp_path / "out/s"
+    errors = list(root.glob("*/error.txt"))
+    assert len(finished(root)) == 1 and len(errors) == 1, proc.stderr
+    assert "killed by SIGKILL on each of 2 tries" in errors[0].read_text()

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from testbed.cli.progress import EpochProgress
 from testbed.cli.table import run_table
+from testbed.envs.contract import check_contract
 from testbed.errors import ConfigError
 from testbed.run.config import CLI_KWARGS, FitConfig
 from testbed.training.checkpoints import LIGHTNING_NAMES, check_ckpt_path, read_checkpoint
@@ -37,6 +38,7 @@ class TestbedCLI(FitConfig):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         # Check the model against the environment before the trainer prints anything: an error stays one line.
         check_tokenizer(self.model.hparams.arch, getattr(self.datamodule, "tokenizer", None))
+        check_contract(self.datamodule)
         self.model.check_env(self.datamodule)
         # EpochProgress unless verbose, the progress bar is off, or the user gave a progress bar callback.
         check_ckpt_path(self.subcommand, self.config[self.subcommand].get("ckpt_path"))

@@ -5,6 +5,7 @@ model-free (`testbed.cli.commands`); `show` draws samples (`testbed.cli.show`). 
 it runs, so the analysis commands start without torch or Lightning.
 """
 
+import os
 import re
 import sys
 from argparse import ArgumentError
@@ -37,6 +38,11 @@ def one_line(err: BaseException) -> str:
         base, kind = (Baseline, "baseline") if section == "model" else (ShiftedEnv, "environment")
         return (f"{section}: unknown {kind} {m.group(1)!r}; choose one of {', '.join(subclass_names(base))}"
                 " or give an import path such as mypackage.MyClass")
+    if m := re.search(r"No module named '([^']+)'", cause):
+        top = m.group(1).split(".")[0]
+        return (f"{section or field}: no module named {m.group(1)!r}; testbed imports plug-ins from the folder it runs "
+                f"in and from PYTHONPATH: run it from the folder that holds {top}.py (or the {top}/ package), or "
+                "set PYTHONPATH to that folder")
     if m := re.fullmatch(r"Expected a <class '(int|float)'>. Got value: (.*)", cause):
         kind = "an integer" if m.group(1) == "int" else "a finite number"
         return f"{field}: {m.group(2)!r} is not allowed; give {kind}"
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     quiet(verbose)
+    if "" not in sys.path and os.getcwd() not in sys.path:  # the console script, unlike `python -m`, omits it
+        sys.path.insert(0, os.getcwd())  # plug-ins (`--data=my_envs.MyEnv`) import from the working folder
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -4,12 +4,15 @@ testbed's Trainer defaults), for `testbed fit` and for the sweep, which resolves
 Importing it registers every environment and baseline, so that `--model=ERM` and `--data=SpuriousShapes` resolve.
 """
 
+from functools import partial
+
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningCLI
 
 import testbed.baselines  # noqa: F401  (importing registers the baselines for --model)
 import testbed.envs  # noqa: F401  (and the environments for --data)
 from testbed.envs.base import ShiftedEnv
+from testbed.envs.contract import check_declared
 from testbed.training.compat import subcommand_parser
 from testbed.training.module import MODEL_LINKS, Baseline
 from testbed.training.trainer import FIT_DEFAULTS
@@ -23,8 +26,14 @@ class FitConfig(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
 
     def add_arguments_to_parser(self, parser) -> None:
-        for name in MODEL_LINKS:
-            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        for name in MODEL_LINKS:  # through the contract's check, so that a plug-in missing one is told which
+            parser.link_arguments("data", f"model.init_args.{name}", compute_fn=partial(declared, name=name),
+                                  apply_on="instantiate")
+
+
+def declared(env: ShiftedEnv, name: str) -> object:
+    check_declared(env)
+    return getattr(env, name)
 
 
 def subclass_names(base: type) -> list[str]:

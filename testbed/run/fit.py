@@ -16,6 +16,7 @@ import lightning as L
 import yaml
 
 from testbed.envs.base import ShiftedEnv
+from testbed.envs.contract import check_contract
 from testbed.files import write_atomic
 from testbed.training.compat import given_hyperparameters
 from testbed.training.module import MODEL_LINKS, Baseline
@@ -62,6 +63,7 @@ def build(config: dict[str, Any]) -> tuple[int, ShiftedEnv, Baseline, L.Trainer]
     L.seed_everything(seed, workers=True)
     env = instantiate_module(config["data"])
     model = instantiate_module(config["model"], **{name: getattr(env, name) for name in MODEL_LINKS})
+    check_contract(env)
     model.check_env(env)
     trainer = L.Trainer(**{key: instantiate(value) for key, value in config["trainer"].items()})
     model.check_trainer(trainer)

@@ -60,8 +60,8 @@ def _ended(exitcode: int | None) -> str:
 
 
 def _lost(job: list[Run], root: Path, how: str) -> list[str]:
-    """The statuses of a job whose worker died under it (e.g. SIGKILL from the out-of-memory killer): its runs
-    that finished stay done, the others fail with an `error.txt` that says how the worker ended."""
+    """The statuses of a job whose worker died under it on its last try (e.g. SIGKILL from the out-of-memory
+    killer): its runs that finished stay done, the others fail with an `error.txt` that says how it ended."""
     statuses = []
     for run in job:
         out = root / run.id
@@ -75,9 +75,13 @@ def _lost(job: list[Run], root: Path, how: str) -> list[str]:
     return statuses
 
 
+LOCAL_TRIES = 2  # a job whose worker dies is run once more on a fresh worker (runs are idempotent by hash)
+
+
 def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
-    """Run the jobs in this process (one worker) or in `workers` spawned processes. A worker that dies fails
-    the job it held and is replaced, so one lost process never hangs the sweep."""
+    """Run the jobs in this process (one worker) or in `workers` spawned processes. A worker that dies is
+    replaced and its job run again on the fresh one; a job that kills its worker `LOCAL_TRIES` times fails,
+    with the signal named, so a lost process never hangs the sweep."""
     bar = tqdm(total=sum(map(len, jobs)), desc="runs", unit="run")
     statuses: list[str] = []
     if workers == 1:
@@ -91,6 +95,7 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = [_Worker(ctx, outbox, threads) for _ in range(min(workers, len(jobs)))]
     todo, left = list(range(len(jobs))), set(range(len(jobs)))
+    deaths: Counter = Counter()
 
     def finish(index: int, done: list[str]) -> None:
         left.discard(index)
@@ -107,12 +112,19 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
                 index, done = outbox.get(timeout=0.2)
                 if index in left:  # not already reported lost
                     finish(index, done)
-                    next(w for w in pool if w.job == index).job = None
+                    todo[:] = [i for i in todo if i != index]  # its worker died just after reporting
+                    for worker in pool:
+                        worker.job = None if worker.job == index else worker.job
             except queue.Empty:
                 pass
             for i, worker in enumerate(pool):
                 if worker.job is not None and not worker.proc.is_alive():
-                    finish(worker.job, _lost(jobs[worker.job], root, _ended(worker.proc.exitcode)))
+                    deaths[worker.job] += 1
+                    if deaths[worker.job] < LOCAL_TRIES:
+                        todo.insert(0, worker.job)  # finished runs of the job are skipped on the retry
+                    else:
+                        how = f"{_ended(worker.proc.exitcode)} on each of {LOCAL_TRIES} tries"
+                        finish(worker.job, _lost(jobs[worker.job], root, how))
                     pool[i] = _Worker(ctx, outbox, threads)
     finally:
         for worker in pool:
