@@ -161,6 +161,21 @@ def test_waterbirds_id_accuracy_is_the_adjusted_average_over_training_group_freq
     assert m["test/acc_avg"] == pytest.approx((per_group(m, "test/ood:test") * 5).sum().item() / 20)
 
 
+def test_waterbirds_validation_id_accuracy_is_the_same_adjusted_average(root):
+    """Selection by `id_val` reads `val/acc_id`: it must be the ID accuracy the test pass reports, not the plain
+    accuracy of a group-balanced split (a quietly group-aware rule)."""
+    env = Waterbirds(root=root, image_size=8)
+    env.setup()
+    model = ERM(arch="mlp", width=8, input_shape=env.input_shape, n_classes=2)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=env, verbose=False)
+    val = model.final_val()
+    groups = per_group(val, "val/id:val")
+    adjusted = (groups * env.role_weights()["id"]).sum().item()
+    assert val["val/acc_id"] == pytest.approx(adjusted) and val["val/id:val/acc"] == pytest.approx(adjusted)
+    assert abs(adjusted - groups.mean().item()) > 0.05  # the groups differ, so the weights matter here
+
+
 def test_celeba_shifted_accuracy_is_the_mean_per_group_accuracy_of_its_iid_test_split(root):
     env = CelebA(root=root, image_size=8)
     assert env.role_weights()["ood"].tolist() == [0.25] * 4 and "id" not in env.role_weights()

@@ -254,7 +254,7 @@ class Baseline(L.LightningModule):
         tallies = {name: self.tally_env(env, name, "val")[0] for name in names}
         self.train(training)
         roles = {s.name: s.role for s in env.specs}
-        metrics = summarize("val", tallies, roles, ())
+        metrics = summarize("val", tallies, roles, (), env.role_weights())  # as the test pass weighs them
         return metrics | {f"val/{k}": v for k, v in env.deployment_metrics(names).items()}
 
     def _step(self, stage: str, batch: Batch, dataloader_idx: int) -> None:
