@@ -371,9 +371,10 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     if probe_lines:
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
                 ""]
-    online_lines, _ = online_section(sweep_dir, figures, all_runs)  # Online / ContinualFinetune runs (issue 14)
+    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
+    online_lines, _ = online_section(sweep_dir, figures, all_runs, chosen)  # Online, ContinualFinetune (issue 14)
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
-    control_lines, _ = control_section(sweep_dir, figures, all_runs)  # DAgger runs: expert labels (issue 14)
+    control_lines, _ = control_section(sweep_dir, figures, all_runs, chosen)  # DAgger: expert labels (issue 14)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
     out += ["## Criterion", "", criterion(), ""]
     if seeds < MIN_SEEDS:
