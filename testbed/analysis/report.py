@@ -75,7 +75,7 @@ def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
     """The fit of one endpoint against one axis for one regime and baseline (one row per run), its verdict word
     and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly this function."""
     fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric], bootstrap=bootstrap,
-                    bounds=BOUNDS[metric])
+                    bounds=BOUNDS[metric], seeds=group["seed"].to_numpy())
     word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
     guard = id_guard(group, axis, is_reference)
     if is_reference and metric in ("confusion_gap", "probe_confusion_gap"):
