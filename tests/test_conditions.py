@@ -7,7 +7,7 @@ from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
 from testbed.analysis import fits
-from testbed.analysis.online_report import read_runs, regime_of
+from testbed.analysis.dose import read_runs, regime_of
 from testbed.analysis.select import selected_runs
 
 WIDTHS = {16: 1e4, 64: 1e5, 256: 1e6}

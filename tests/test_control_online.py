@@ -8,8 +8,7 @@ import pytest
 from conftest import CONFIGS, run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.analysis.control_report import dagger_table, labels_needed, labels_to_target
-from testbed.analysis.online_report import read_runs
+from testbed.analysis.dose import CONTROL, at_target, dose_table, needed, read_runs
 
 BRAKING = str(CONFIGS / "control" / "braking.yaml")
 HORIZON, EPISODES, ROUNDS = 100, 10, 4
@@ -30,21 +29,21 @@ def test_dagger_labels_a_fraction_of_visited_states_and_without_labels_stays_beh
     run_cli("sweep", "-c", "dose.yaml", "--out", "out")
     runs = read_runs(workdir / "out/dose")
     oracle = runs[runs.baseline == "Oracle"]["results"].iloc[0]["metrics"]
-    dagger = dagger_table(runs).set_index("fraction")
+    dagger = dose_table(CONTROL, runs).set_index("fraction")
     visited = EPISODES * HORIZON
-    assert dagger["expert_labels"].to_dict() == {0.0: 0, 0.3: (ROUNDS - 1) * round(0.3 * visited),
+    assert dagger["dose"].to_dict() == {0.0: 0, 0.3: (ROUNDS - 1) * round(0.3 * visited),
                                                  1.0: (ROUNDS - 1) * visited}
     bc, full = dagger.loc[0.0], dagger.loc[1.0]
     assert bc["crash_rate"] >= 1.0 and bc["reliance"] >= 0.6  # behaviour cloning copies the light and crashes
     assert full["return_norm"] >= oracle["test/return_norm"] - 0.2 and full["crash_rate"] <= 0.5
     assert full["reliance"] <= bc["reliance"] - 0.2
     assert np.allclose(dagger["target"], 0.95 * oracle["test/return_norm"])  # the Oracle at the same width
-    assert np.isnan(bc["labels_to_target"])  # behaviour cloning never gets there
+    assert np.isnan(bc["to_target"])  # behaviour cloning never gets there
     curve = full["results"]["dagger"]["curve"]
     assert [p["expert_labels"] for p in curve] == [k * visited for k in range(ROUNDS)]  # labels trained on
     assert curve[-1]["return_norm"] == pytest.approx(full["return_norm"])  # the last point is the final policy
     first = next((p["expert_labels"] for p in curve if p["return_norm"] >= full["target"]), np.nan)
-    assert full["labels_to_target"] == first or (np.isnan(first) and np.isnan(full["labels_to_target"]))
+    assert full["to_target"] == first or (np.isnan(first) and np.isnan(full["to_target"]))
 
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
@@ -74,8 +73,8 @@ def dagger_run(sweep: Path, run_id: str, width: int, seed: int, fraction: float)
 def test_expert_labels_to_target_come_from_the_first_curve_point_at_the_target():
     curve = [{"expert_labels": 0, "return_norm": -2.0}, {"expert_labels": 300, "return_norm": 0.86},
              {"expert_labels": 600, "return_norm": 0.95}]
-    assert labels_to_target(curve, 0.855) == 300
-    assert labels_to_target(curve, 0.99) is None
+    assert at_target(CONTROL, curve, 0.855) == curve[1]
+    assert at_target(CONTROL, curve, 0.99) is None
 
 
 def test_the_report_of_a_small_dagger_sweep_has_the_online_control_section(tmp_path, monkeypatch):
@@ -90,11 +89,11 @@ def test_the_report_of_a_small_dagger_sweep_has_the_online_control_section(tmp_p
                 dagger_run(sweep, f"dagger-{width}-{seed}-{i}", width, seed, fraction)
     write_manifest(sweep)
 
-    dagger = dagger_table(read_runs(sweep))
+    dagger = dose_table(CONTROL, read_runs(sweep))
     assert np.allclose(dagger["target"], 0.95 * ORACLE_RETURN)
-    assert dagger.loc[dagger["fraction"] == 0, "labels_to_target"].isna().all()
-    need = labels_needed(dagger)
-    at = need[need["fraction"] == 1.0].groupby("params")["expert_labels"].mean()  # fractions are never pooled
+    assert dagger.loc[dagger["fraction"] == 0, "to_target"].isna().all()
+    need = needed(dagger)
+    at = need[need["fraction"] == 1.0].groupby("params")["to_target"].mean()  # fractions are never pooled
     assert at.is_monotonic_decreasing and at.iloc[0] >= 2.5 * at.iloc[-1]
 
     run_cli("report", str(sweep))

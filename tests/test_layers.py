@@ -21,7 +21,7 @@ LIGHT = ["testbed.cli.main", "testbed.cli.commands", "testbed.quiet", "testbed.e
          "testbed.training.trainer", "testbed.analysis.collect", "testbed.analysis.select",
          "testbed.analysis.endpoints", "testbed.analysis.fits", "testbed.analysis.line",
          "testbed.analysis.fit_plots", "testbed.analysis.plots", "testbed.analysis.report",
-         "testbed.analysis.online_report", "testbed.analysis.control_report", "testbed.sweep", "testbed.sweep.spec",
+         "testbed.analysis.dose", "testbed.analysis.continual", "testbed.sweep", "testbed.sweep.spec",
          "testbed.sweep.stages", "testbed.sweep.folders"]
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import CONFIGS, run_cli
 
-from testbed.analysis.online_report import online_table, read_runs
+from testbed.analysis.dose import ONLINE, dose_table, read_runs
 from testbed.baselines import Online
 from testbed.envs import Batch, SpuriousShapes
 from testbed.errors import ConfigError
@@ -35,7 +35,7 @@ def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_in
     metric = lambda baseline, key: runs[runs.baseline == baseline]["results"].map(lambda r: r["metrics"][key])  # noqa
     rel, rev = "test/spurious_reliance", "test/ood:corr=0.10/acc"
     (erm_rel,), (oracle_rev,) = metric("ERM", rel), metric("Oracle", rev)
-    online = online_table(runs).set_index("fraction")
+    online = dose_table(ONLINE, runs).set_index("fraction")
     assert erm_rel >= 0.8
     assert online.loc[0.0, "reliance"] >= erm_rel - 0.1  # passive keeps ERM's reliance on the colour
     assert online.loc[0.0, "reliance"] + 0.05 >= online.loc[0.3, "reliance"] >= online.loc[1.0, "reliance"] - 0.05
@@ -44,12 +44,12 @@ def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_in
     # Oracle's, whose own seed-to-seed range is 0.62 to 0.72.
     assert online.loc[1.0, "reliance"] <= 0.25
     assert abs(online.loc[1.0, "results"]["metrics"][rev] - oracle_rev) <= 0.12
-    assert online.loc[0.0, "interventions"] == 0 and online.loc[1.0, "interventions"] == BUDGET
-    assert abs(online.loc[0.3, "interventions"] - 0.3 * BUDGET) <= 0.01 * BUDGET
+    assert online.loc[0.0, "dose"] == 0 and online.loc[1.0, "dose"] == BUDGET
+    assert abs(online.loc[0.3, "dose"] - 0.3 * BUDGET) <= 0.01 * BUDGET
     oracle_wg = metric("Oracle", "test/acc_wg").iloc[0]
     assert np.allclose(online["target"], 0.95 * oracle_wg)  # the Oracle at the same width
-    assert 0 < online.loc[1.0, "interventions_to_target"] <= BUDGET
-    assert np.isnan(online.loc[0.0, "interventions_to_target"])
+    assert 0 < online.loc[1.0, "to_target"] <= BUDGET
+    assert np.isnan(online.loc[0.0, "to_target"])
     curve = online.loc[1.0, "results"]["online"]["curve"]
     assert curve[0]["samples"] == curve[0]["interventions"] == 0 and curve[-1]["samples"] == BUDGET
     assert curve[-1]["shifted_acc"] == pytest.approx(online.loc[1.0, "results"]["metrics"]["test/acc_worst_env"])

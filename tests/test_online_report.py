@@ -7,7 +7,7 @@ import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.analysis.online_report import needed, online_table, read_runs, to_target
+from testbed.analysis.dose import ONLINE, at_target, dose_table, needed, read_runs
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
 FRACTIONS = [0.0, 0.1, 1.0]
@@ -46,8 +46,8 @@ def test_interventions_to_target_come_from_the_first_curve_point_at_the_target()
     curve = [{"samples": 0, "interventions": 0, "shifted_wg": 0.1},
              {"samples": 100, "interventions": 30, "shifted_wg": 0.57},
              {"samples": 200, "interventions": 60, "shifted_wg": 0.7}]
-    assert to_target(curve, 0.57) == (100, 30)
-    assert to_target(curve, 0.8) is None
+    assert at_target(ONLINE, curve, 0.57) == curve[1]
+    assert at_target(ONLINE, curve, 0.8) is None
 
 
 def write_sweep(sweep: Path) -> None:
@@ -68,12 +68,12 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
     sweep = tmp_path / "runs/online"
     write_sweep(sweep)
 
-    online = online_table(read_runs(sweep))
+    online = dose_table(ONLINE, read_runs(sweep))
     assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
-    assert online.loc[online["fraction"] == 0, "interventions_to_target"].isna().all()  # passive never reaches it
+    assert online.loc[online["fraction"] == 0, "to_target"].isna().all()  # passive never reaches it
     need = needed(online)
     assert set(need["fraction"]) == set(FRACTIONS)  # each fraction is its own method: never pooled
-    at = need[need["fraction"] == 1.0].groupby("params")["interventions"].mean()
+    at = need[need["fraction"] == 1.0].groupby("params")["to_target"].mean()
     assert at.is_monotonic_decreasing and at.iloc[0] > at.iloc[-1]
     assert need[need["fraction"] == 0.1].dropna()["params"].unique().tolist() == [1e5]  # only the widest gets there
 
@@ -135,9 +135,10 @@ def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_co
             (twin / "results.json").write_text(json.dumps(res))
             (twin / "done").write_text("")
     write_manifest(sweep)
-    chosen = online_table(read_runs(sweep, keep={d.name for d in sweep.iterdir() if not d.name.endswith("-draw1")}))
+    keep = {d.name for d in sweep.iterdir() if not d.name.endswith("-draw1")}
+    chosen = dose_table(ONLINE, read_runs(sweep, keep=keep))
     expected = needed(chosen)
-    expected = expected[expected["fraction"] == 1.0].groupby("params")["interventions"].mean()
+    expected = expected[expected["fraction"] == 1.0].groupby("params")["to_target"].mean()
 
     run_cli("report", str(sweep))
     section = (sweep / "report.md").read_text().split("## Online training", 1)[1].split("\n## ", 1)[0]

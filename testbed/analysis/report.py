@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from testbed.analysis.collect import along, budget_columns
-from testbed.analysis.control_report import control_section
+from testbed.analysis.continual import continual_lines
+from testbed.analysis.dose import CONTROL, ONLINE, dose_numbers, read_runs, render_dose
 from testbed.analysis.endpoints import (
     BOUNDS,
     ID_TOL,
@@ -56,7 +57,6 @@ from testbed.analysis.endpoints import (
 )
 from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
 from testbed.analysis.line import LINE_BASELINE, on_the_line
-from testbed.analysis.online_report import online_section
 from testbed.analysis.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
 from testbed.files import write_atomic
 
@@ -372,9 +372,10 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
                 ""]
     chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
-    online_lines, _ = online_section(sweep_dir, figures, all_runs, chosen)  # Online, ContinualFinetune (issue 14)
+    dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
+    online_lines = render_dose(dose_numbers(ONLINE, dosed), figures)[0] + continual_lines(dosed)
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
-    control_lines, _ = control_section(sweep_dir, figures, all_runs, chosen)  # DAgger: expert labels (issue 14)
+    control_lines, _ = render_dose(dose_numbers(CONTROL, dosed), figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
     out += ["## Criterion", "", criterion(), ""]
     if seeds < MIN_SEEDS:

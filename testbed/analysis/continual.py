@@ -1,0 +1,64 @@
+"""The report's continual fine-tuning part of "Online training": does continual fine-tuning learn the new spurious
+correlation at every size?
+
+`ContinualFinetune` runs: each phase's spurious reliance on that phase's own attribute at the phase's end, per model
+size; the phase that brings a new attribute (`spurious_feature` changed; else the last) is fitted against
+parameters with the report's criterion for reliance (tolerance `TOLERANCE["spurious_reliance"]`): "does not close"
+means larger models learn the new correlation too.
+
+Reads run.json and results.json only: no torch, no Lightning.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from testbed.analysis.dose import regime_of
+from testbed.analysis.endpoints import TOLERANCE
+from testbed.analysis.fits import fit_trend, verdict
+
+
+def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per ContinualFinetune run and phase: reliance on that phase's attribute at the phase's end."""
+    if runs.empty:
+        return runs
+    rows, runs = [], runs.assign(regime=regime_of(runs))
+    for _, run in runs[runs["baseline"] == "ContinualFinetune"].iterrows():
+        phases = run["results"].get("phases") or []
+        new = next((p["phase"] for p in phases if "spurious_feature" in (p.get("changes") or {})),
+                   phases[-1]["phase"] if phases else None)
+        for p in phases:
+            rows.append({"regime": run["regime"], "params": run["params"],
+                         "seed": run["seed"], "phase": p["phase"], "new": p["phase"] == new,
+                         "changes": json.dumps(p.get("changes") or {}),
+                         "reliance": p["metrics"][f"p{p['phase']}"].get("spurious_reliance", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def continual_lines(runs: pd.DataFrame) -> list[str]:
+    """The part's lines, from `runs` (`testbed.analysis.dose.read_runs`, the selected draws); none without
+    ContinualFinetune runs."""
+    continual = continual_table(runs)
+    if continual.empty:
+        return []
+    tol = TOLERANCE["spurious_reliance"]
+    out = ["### Continual fine-tuning: reliance on each phase's attribute", "",
+           "Does continual fine-tuning learn the new spurious correlation at every size? "
+           "(Criteria: `testbed.analysis.continual`.)", "",
+           "| regime | parameters | phase | changes | reliance on its attribute (mean) | seeds |",
+           "|---|---|---|---|---|---|"]
+    for (regime, params, phase), g in continual.groupby(["regime", "params", "phase"]):
+        out.append(f"| {regime} | {params:,} | {phase}{' (new attribute)' if g['new'].iloc[0] else ''} | "
+                   f"`{g['changes'].iloc[0]}` | {g['reliance'].mean():.3f} | {len(g)} |")
+    out.append("")
+    for regime, g in continual[continual["new"]].groupby("regime"):
+        if g["params"].nunique() < 2:
+            word, reason = "inconclusive", "one model size: at least two are needed for a trend"
+        else:
+            word, reason = verdict(fit_trend(g["params"].to_numpy(), g["reliance"].to_numpy(), tol), tol, "parameters")
+        claim = {"does not close": "larger models learn the new spurious correlation too",
+                 "closes": "with scale it stops learning the new spurious correlation"}.get(word, "undecided")
+        out += [f"**{regime}: reliance on the new attribute vs parameters: {word}** ({claim}; {reason}; "
+                f"tolerance {tol:g}).", ""]
+    return out
