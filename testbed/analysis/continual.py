@@ -59,6 +59,5 @@ def continual_lines(runs: pd.DataFrame) -> list[str]:
             word, reason = verdict(fit_trend(g["params"].to_numpy(), g["reliance"].to_numpy(), tol), tol, "parameters")
         claim = {"does not close": "larger models learn the new spurious correlation too",
                  "closes": "with scale it stops learning the new spurious correlation"}.get(word, "undecided")
-        out += [f"**{regime}: reliance on the new attribute vs parameters: {word}** ({claim}; {reason}; "
-                f"tolerance {tol:g}).", ""]
+        out += [f"**{regime}: reliance on the new attribute vs parameters: {word}** ({claim}; {reason}).", ""]
     return out
