@@ -132,7 +132,8 @@ def run_testbed(args: list[str], where: str, check: bool = True) -> None:
         try:
             main(expanded)
         except SystemExit as exit_:
-            assert not check or exit_.code in (0, None), f"{where}: `testbed {shlex.join(expanded)}` exited with {exit_.code}"
+            command = shlex.join(expanded)
+            assert not check or exit_.code in (0, None), f"{where}: `testbed {command}` exited with {exit_.code}"
 
 
 def normalise(line: str) -> str:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import ROOT, blocks, commands, marked_pages, run_page, same_output
+from docs_blocks import ROOT, commands, marked_pages, run_page, same_output
 
 
 def test_the_site_builds_strictly(tmp_path: Path):
@@ -34,13 +34,7 @@ def test_the_harness_fails_on_a_broken_command_and_on_output_that_differs(tmp_pa
     assert commands("testbed a \\\n  --b 1 && testbed c  # note\n") == [["testbed", "a", "--b", "1"], ["testbed", "c"]]
 
 
-def test_every_page_is_in_the_nav_and_the_readme_is_short():
+def test_every_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
     assert not {p for p in pages if p not in nav}
-    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
-
-
-def test_the_readmes_plugin_taste_is_the_docs_example():
-    readme = {b.text for b in blocks("README.md") if b.lang == "python"}
-    assert readme and readme <= {b.text for b in blocks("docs/plugging-in.md") if b.lang == "python"}
