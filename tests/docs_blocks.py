@@ -72,23 +72,21 @@ def marked_pages() -> list[str]:
     return [p for p in pages if any(b.kind for b in blocks(p))]
 
 
-def python_source(page: str, name: str) -> str:
-    """The text of the one Python block of `page` that defines `class NAME` or `def NAME`."""
+def python_block(page: str, name: str) -> Block:
+    """The one Python block of `page` that defines `class NAME` or `def NAME`."""
     pattern = re.compile(rf"^(class|def) {re.escape(name)}\b", re.M)
     hits = [b for b in blocks(page) if b.lang == "python" and pattern.search(b.text)]
     assert len(hits) == 1, f"{page}: {len(hits)} Python blocks define {name}"
-    return hits[0].text
+    return hits[0]
 
 
-def load_example(page: str, name: str, module: str) -> object:
-    """`name` as the page's block defines it, executed as module `module` (registered, so a config can name it)."""
-    import types
-
-    mod = types.ModuleType(module)
-    mod.__file__ = f"<{page}>"
-    sys.modules[module] = mod
-    exec(compile(python_source(page, name), f"{page}:{name}", "exec"), mod.__dict__)
-    return getattr(mod, name)
+def define(page: str, name: str, namespace: dict) -> object:
+    """Execute the block of `page` that defines `name` in `namespace` (a test module's globals) and return `name`:
+    the test's class is then the page's text itself, and `--data=test_module.NAME` finds it. A traceback points at
+    the page's own lines."""
+    block = python_block(page, name)
+    exec(compile("\n" * block.line + block.text, str(ROOT / page), "exec"), namespace)
+    return namespace[name]
 
 
 def commands(text: str) -> list[list[str]]:
@@ -195,4 +193,6 @@ def run_page(page: str, folder: Path, capfd) -> None:
     finally:
         os.chdir(here)
         sys.path[:] = path
+        for name in [n for n, m in sys.modules.items() if str(getattr(m, "__file__", "")).startswith(str(folder))]:
+            del sys.modules[name]  # the page's modules (its my_envs.py) are not importable after it
 

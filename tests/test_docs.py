@@ -1,12 +1,13 @@
 """Docs that cannot drift: the site builds with `--strict` (a broken link, anchor, page or API reference fails), and
 every block the pages mark runnable runs, at the tiny sizes its marker gives (the convention: docs/writing-docs.md)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import ROOT, commands, marked_pages, run_page, same_output
+from docs_blocks import ROOT, commands, marked_pages, python_block, run_page, same_output
 
 
 def test_the_site_builds_strictly(tmp_path: Path):
@@ -38,3 +39,20 @@ def test_every_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
     assert not {p for p in pages if p not in nav}
+
+
+def slug(heading: str) -> str:
+    """The anchor Python-Markdown's toc gives a heading (its default slugify)."""
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+
+
+def test_the_readme_is_short_its_links_resolve_and_its_plugin_is_the_plugin_page_s():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150  # the manual is the site (issue 29); the README is its front door
+    for target in re.findall(r"\]\(((?!https?:)[^)#]+)(?:#([^)]*))?\)", readme):
+        path, anchor = ROOT / target[0], target[1]
+        assert path.exists(), f"README links to {target[0]}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+            assert anchor in {slug(h) for h in headings}, f"README links to {target[0]}#{anchor}, no such heading"
+    assert python_block("README.md", "NoisyFeatures").text == python_block("docs/plugging-in.md", "NoisyFeatures").text
