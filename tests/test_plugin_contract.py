@@ -1,7 +1,7 @@
 """The plug-in contract: a user's environment with both interventions and range checks, written with the public API
-only (the README's second example, verbatim), and the reproducible split of a fixed dataset."""
+only (docs/plugging-in.md's second example, executed from the page's text), and the reproducible split of a fixed
+dataset."""
 
-import inspect
 import os
 import subprocess
 import sys
@@ -9,52 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET, ROOT, cli_error, results, run_cli
+from conftest import QUIET, cli_error, results, run_cli
+from docs_blocks import define
 from torch import Tensor
 
 from testbed.envs import Batch, EnvSpec, ShiftedEnv, Split
 from testbed.envs.split import split, take
-from testbed.errors import ConfigError, check_positive, check_unit
+from testbed.errors import ConfigError
 
-
-class TwoCues(ShiftedEnv):
-    """Two numbers per sample: a noisy reading of the class `s` (causal) and the attribute `a`, nearly clean
-    (spurious). `z` keeps what rendering needs (the class and the two noise draws), so both can be intervened on."""
-
-    n_classes, input_shape = 2, (2,)
-    interventions = ("a", "causal")
-
-    def __init__(self, train_corr: float = 0.95, label_noise: float = 0.0, n: int = 2000, seed: int = 0) -> None:
-        super().__init__(batch_size=100, seed=seed)
-        check_unit("train_corr", train_corr)
-        check_unit("label_noise", label_noise)
-        check_positive("n", n)
-        self.specs = [EnvSpec("train", train_corr), EnvSpec("id", train_corr), EnvSpec("ood", 0.1)]
-        self.label_noise, self.n = label_noise, n
-
-    def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
-        g = self.generator(spec, split)  # validation and test samples are other draws
-        s = torch.randint(2, (self.n,), generator=g)  # the causal class
-        y = torch.where(torch.rand(self.n, generator=g) < self.label_noise, 1 - s, s)
-        a = torch.where(torch.rand(self.n, generator=g) < spec.corr, y, 1 - y)
-        z = torch.cat([s[:, None].float(), torch.randn(self.n, 2, generator=g)], 1)
-        return Batch(self.render(z, a), y, a, e=torch.full_like(y, index), z=z)
-
-    def render(self, z: Tensor, a: Tensor) -> Tensor:
-        return torch.stack([z[:, 0] + 0.5 * z[:, 1], a + 0.1 * z[:, 2]], 1)
-
-    def causal(self, batch: Batch) -> Tensor:
-        return batch.z[:, 0].long()
-
-    def intervene(self, batch: Batch, a: Tensor | None = None, causal: Tensor | None = None) -> Tensor:
-        z = batch.z.clone()
-        if causal is not None:
-            z[:, 0] = causal.to(z.dtype)
-        return self.render(z, batch.a if a is None else a)
-
-
-def test_the_readme_example_is_this_class():
-    assert inspect.getsource(TwoCues) in (ROOT / "README.md").read_text()
+TwoCues = define("docs/plugging-in.md", "TwoCues", globals())
 
 
 def test_a_plugin_option_out_of_range_fails_with_one_line_and_status_2(workdir, capsys):
