@@ -31,6 +31,7 @@ def test_erm_learns_the_colour_and_the_oracle_learns_the_shape(workdir):
     assert erm["params"] > 0 and erm["train_flops"] == erm["flops_per_sample"] * erm["train_samples"]
     assert erm["train_samples"] == 5 * erm["n_train"] == 50000
     assert erm["wall_time_s"] > 0 and erm["versions"]["torch"]
+    assert (erm["n_classes"], erm["n_attr"]) == (2, 2)  # the group -> label map that tells a constant predictor
 
 
 def test_same_config_and_seed_give_identical_metrics(workdir):
