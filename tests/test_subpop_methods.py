@@ -1,0 +1,72 @@
+"""SubpopBench's further methods against ERM on GaussianGroups, with margins measured over seeds 0, 1, 2
+(3000 training samples, batches of 100, 3 epochs, a width-64 MLP; each run about 0.4 s).
+
+Spurious regime (the defaults, majority 0.9), worst-group accuracy on the group-balanced split: ERM 0.406 / 0.386 /
+0.418, SqrtReWeight 0.548 / 0.538 / 0.574, ReWeight 0.680 / 0.644 / 0.698, CBLoss 0.668 / 0.636 / 0.694, LISA
+0.712 / 0.728 / 0.742. Class-imbalanced regime (majority 0.5, class_share 0.1: no spurious correlation, class 1 a
+tenth of training): ERM 0.398 / 0.364 / 0.412, CBLoss(by=class) 0.708 / 0.680 / 0.732, BSoftmax 0.718 / 0.714 /
+0.760, CRT(by=class) 0.618 / 0.616 / 0.618, ReWeightCRT(by=class) 0.602 / 0.606 / 0.604."""
+
+import lightning as L
+import pytest
+import torch
+
+from testbed.baselines import CRT, ERM, LISA, BSoftmax, CBLoss, ReWeight, ReWeightCRT, SqrtReWeight
+from testbed.baselines.cvar_dro import cvar
+from testbed.envs import GaussianGroups
+
+SEEDS = (0, 1, 2)
+SPURIOUS = dict(n_train=3000, batch_size=100, n_val=500, n_test=2000)
+IMBALANCED = dict(SPURIOUS, majority=0.5, class_share=0.1)
+
+
+def worst_group(method: type, env_kw: dict, seed: int, **kwargs) -> float:
+    """Worst-group accuracy on the balanced split of a model trained for 3 epochs."""
+    L.seed_everything(seed, verbose=False)
+    env = GaussianGroups(seed=seed, **env_kw)
+    model = method(n_classes=2, input_shape=env.input_shape, width=64, depth=2, lr=1e-3, probe=False, **kwargs)
+    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(model, env)
+    batch = env.data["ood:corr=0.50"]
+    with torch.no_grad():
+        right, g = (model.eval()(batch.x).argmax(1) == batch.y).float(), env.group(batch)
+    return min(right[g == k].mean().item() for k in range(env.n_groups))
+
+
+@pytest.fixture(scope="module")
+def erm() -> dict[str, list[float]]:
+    return {"spurious": [worst_group(ERM, SPURIOUS, s) for s in SEEDS],
+            "imbalanced": [worst_group(ERM, IMBALANCED, s) for s in SEEDS]}
+
+
+@pytest.mark.parametrize(("method", "regime", "kwargs", "margin"), [
+    (SqrtReWeight, "spurious", {}, 0.1), (CBLoss, "spurious", {}, 0.2), (LISA, "spurious", {}, 0.25),
+    (CBLoss, "imbalanced", {"by": "class"}, 0.25), (BSoftmax, "imbalanced", {}, 0.25),
+    (CRT, "imbalanced", {"by": "class"}, 0.15), (ReWeightCRT, "imbalanced", {"by": "class"}, 0.15)],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_method_raises_worst_group_accuracy_over_erm(erm, method, regime, kwargs, margin):
+    env_kw = SPURIOUS if regime == "spurious" else IMBALANCED
+    for seed, base in zip(SEEDS, erm[regime]):
+        assert worst_group(method, env_kw, seed, **kwargs) >= base + margin, seed
+
+
+def test_sqrt_reweight_upweights_the_minority_less_than_reweight():
+    # Its weights are the square root of ReWeight's ratios, and its worst group lies between ERM's and ReWeight's
+    # (measured gaps to ReWeight 0.106 to 0.132).
+    env = GaussianGroups(**SPURIOUS)
+    env.setup()
+    rw, sq = (m(input_shape=env.input_shape) for m in (ReWeight, SqrtReWeight))
+    rw.trainer = sq.trainer = L.Trainer(logger=False)
+    rw.trainer.datamodule = env
+    w_rw, w_sq = rw.key_weights(), sq.key_weights()
+    assert torch.allclose(w_sq / w_sq[0], (w_rw / w_rw[0]).sqrt())
+    for seed in SEEDS:
+        assert worst_group(SqrtReWeight, SPURIOUS, seed) <= worst_group(ReWeight, SPURIOUS, seed) - 0.05
+
+
+def test_cvar_is_the_mean_of_the_worst_alpha_fraction():
+    losses = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    assert cvar(losses, 0.5).item() == pytest.approx(3.5)
+    assert cvar(losses, 0.375).item() == pytest.approx((4 + 0.5 * 3) / 1.5)
+    assert cvar(losses, 1.0).item() == pytest.approx(2.5)
+    assert cvar(losses, 0.1).item() == pytest.approx(4.0)
