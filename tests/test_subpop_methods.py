@@ -1,11 +1,13 @@
 """SubpopBench's further methods against ERM on GaussianGroups, with margins measured over seeds 0, 1, 2
-(3000 training samples, batches of 100, 3 epochs, a width-64 MLP; each run about 0.4 s).
+(3000 training samples, batches of 100, 3 epochs, a width-64 MLP; each run about 0.4 s), under the hashed shuffle
+order (`envs.base.shuffle_seed`).
 
-Spurious regime (the defaults, majority 0.9), worst-group accuracy on the group-balanced split: ERM 0.406 / 0.386 /
-0.418, SqrtReWeight 0.548 / 0.538 / 0.574, ReWeight 0.680 / 0.644 / 0.698, CBLoss 0.668 / 0.636 / 0.694, LISA
-0.712 / 0.728 / 0.742. Class-imbalanced regime (majority 0.5, class_share 0.1: no spurious correlation, class 1 a
-tenth of training): ERM 0.398 / 0.364 / 0.412, CBLoss(by=class) 0.708 / 0.680 / 0.732, BSoftmax 0.718 / 0.714 /
-0.760, CRT(by=class) 0.618 / 0.616 / 0.618, ReWeightCRT(by=class) 0.602 / 0.606 / 0.604."""
+Spurious regime (the defaults, majority 0.9), worst-group accuracy on the group-balanced split: ERM 0.434 / 0.358 /
+0.430, SqrtReWeight 0.532 / 0.546 / 0.556, ReWeight 0.650 / 0.688 / 0.658, CBLoss 0.646 / 0.682 / 0.654, LISA
+0.722 / 0.746 / 0.686. Class-imbalanced regime (majority 0.5, class_share 0.1: no spurious correlation, class 1 a
+tenth of training): ERM 0.376 / 0.322 / 0.398, CBLoss(by=class) 0.650 / 0.706 / 0.690, BSoftmax 0.684 / 0.706 /
+0.724, CRT(by=class) 0.606 / 0.594 / 0.578, ReWeightCRT(by=class) 0.582 / 0.596 / 0.610. Under the earlier
+`seed + epoch` order the smallest gains were SqrtReWeight 0.14, LISA 0.31 and CRT 0.20."""
 
 import lightning as L
 import pytest
@@ -40,7 +42,7 @@ def erm() -> dict[str, list[float]]:
 
 
 @pytest.mark.parametrize(("method", "regime", "kwargs", "margin"), [
-    (SqrtReWeight, "spurious", {}, 0.1), (CBLoss, "spurious", {}, 0.2), (LISA, "spurious", {}, 0.25),
+    (SqrtReWeight, "spurious", {}, 0.07), (CBLoss, "spurious", {}, 0.15), (LISA, "spurious", {}, 0.2),
     (CBLoss, "imbalanced", {"by": "class"}, 0.25), (BSoftmax, "imbalanced", {}, 0.25),
     (CRT, "imbalanced", {"by": "class"}, 0.15), (ReWeightCRT, "imbalanced", {"by": "class"}, 0.15)],
     ids=lambda v: v.__name__ if isinstance(v, type) else None)
@@ -52,7 +54,7 @@ def test_method_raises_worst_group_accuracy_over_erm(erm, method, regime, kwargs
 
 def test_sqrt_reweight_upweights_the_minority_less_than_reweight():
     # Its weights are the square root of ReWeight's ratios, and its worst group lies between ERM's and ReWeight's
-    # (measured gaps to ReWeight 0.106 to 0.132).
+    # (measured gaps to ReWeight 0.102 to 0.142).
     env = GaussianGroups(**SPURIOUS)
     env.setup()
     rw, sq = (m(input_shape=env.input_shape) for m in (ReWeight, SqrtReWeight))
