@@ -8,6 +8,7 @@ from torch import Tensor
 
 from testbed.baselines.risks import AnnealedPenalty, group_risks
 from testbed.envs.base import Batch
+from testbed.training.module import Baseline
 
 
 def halves(e: Tensor) -> Tensor:
@@ -40,7 +41,7 @@ def irm_penalty(logits: Tensor, y: Tensor, e: Tensor, unbiased: bool = False,
     return risks, (grads[second] * grads[second - 1]).mean() if len(second) else grads.sum() * 0
 
 
-class IRM(AnnealedPenalty):
+class IRM(AnnealedPenalty, Baseline):
     """Mean risk over the training environments plus, per environment, the squared gradient of its risk with
     respect to a dummy classifier scale w = 1: zero only when one classifier is optimal in every environment.
     Annealed as `AnnealedPenalty` says (the L2 term inside the divided loss, Adam's reset an option).

@@ -16,11 +16,12 @@ def group_risks(losses: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return ids, sums / torch.bincount(inverse, minlength=len(ids))
 
 
-class AnnealedPenalty(Baseline):
+class AnnealedPenalty:
     """Mean risk over the training environments plus a penalty, on Arjovsky et al.'s Colored MNIST protocol, which
     Krueger et al. reuse for VREx: the penalty weighs 1 for the first `anneal_steps` optimiser steps, so that
     features form first, then `penalty_weight`, with the whole loss divided by that weight to keep the gradient
-    scale.
+    scale. Mixed into a `Baseline` before it (`class IRM(AnnealedPenalty, Baseline)`), so that it is no baseline
+    of its own to choose.
 
     The L2 term is part of that loss, (weight_decay / 2) ||theta||^2, divided with it, and Adam's own weight decay
     is 0: the L2 weight relative to the risk stays weight_decay / 2 after annealing, as in Arjovsky et al.'s code

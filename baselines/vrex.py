@@ -4,9 +4,10 @@ from torch import Tensor
 
 from testbed.baselines.risks import AnnealedPenalty, group_risks
 from testbed.envs.base import Batch
+from testbed.training.module import Baseline
 
 
-class VREx(AnnealedPenalty):
+class VREx(AnnealedPenalty, Baseline):
     """Mean risk over the training environments plus the variance of those risks: a model whose risk is the
     same in every training environment cannot lean on a feature whose reliability differs between them.
 
