@@ -84,9 +84,9 @@ BAD_INPUTS = [
     (["--data.train_corrs=[1.5,0.8]"], "data.train_corrs: 1.5 is outside the allowed range [0, 1]"),
     (["--data.n_train=-5"], "data.n_train: -5 is not allowed; it must be a positive number"),
     (["--model.width=0"], "model.width: 0 is not allowed"),
-    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of CORAL, ContinualFinetune, DAgger, DFR, ERM, "
-                     "GroupDRO, IRM, JTT, LfF, MMD, Mixup, Online, Oracle, ReSample, ReWeight, VREx or give an import "
-                     "path"),
+    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of BSoftmax, CBLoss, CORAL, CRT, CVaRDRO, "
+                     "ContinualFinetune, DAgger, DFR, ERM, Focal, GroupDRO, IRM, JTT, LDAM, LISA, LfF, MMD, Mixup, "
+                     "Online, Oracle, ReSample, ReWeight, ReWeightCRT, SqrtReWeight, VREx or give an import path"),
     (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, CivilComments, ColoredMNIST, "
                     "GaussianGroups, SpuriousShapes, SpuriousText, Waterbirds, WildsEnv or give"),
     (["--model.arch=gpt"], "model.arch: 'gpt' is not allowed; choose one of mlp, cnn, resnet"),
