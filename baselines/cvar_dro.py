@@ -29,6 +29,16 @@ class CVaRDRO(Baseline):
     subpopulation that makes up at least a fraction `alpha` of the data. Needs no group labels: the rare groups the
     spurious rule gets wrong are among the highest losses. `alpha` = 1 is ERM.
 
+    No regime with a gain over ERM has been found. Measured on GaussianGroups (width-64 MLP, batches of 100, seeds
+    0, 1, 2), worst-group accuracy on the balanced split: majority 0.9, 3 epochs, ERM 0.434 / 0.358 / 0.430, alpha
+    0.1 0.334 / 0.398 / 0.378, 0.05 0.256 / 0.366 / 0.366, 0.2 0.350 / 0.346 / 0.358; majority 0.97: ERM 0.184 /
+    0.154 / 0.188, alpha 0.1 0.064 / 0.044 / 0.084; 10 epochs at majority 0.9: ERM 0.422 / 0.392 / 0.462, alpha 0.1
+    0.394 / 0.350 / 0.406, 0.3 0.402 / 0.396 / 0.444; with a cleaner core (sigma_core 5, majority 0.9 or 0.95)
+    alpha 0.1 is within 0.05 of ERM. SubpopBench (Yang et al. 2023) also finds CVaRDRO close to ERM, and Hu et
+    al. 2018 ("Does distributionally robust supervised learning give robust classifiers?") show that, for
+    classification, DRO without group structure ends with ERM's classifier (exactly so under the 0-1 loss). It has
+    no effect test for that reason.
+
     Args:
         alpha: the smallest subpopulation's mass, in (0, 1] (SubpopBench's default 0.1).
     """

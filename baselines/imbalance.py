@@ -16,7 +16,9 @@ from testbed.training.module import Baseline
 class Focal(Baseline):
     """Focal loss (Lin et al. 2017, "Focal loss for dense object detection"): each sample's cross-entropy scaled by
     (1 - p_y)^gamma, so that well-classified samples (mostly the majority's) count less and hard ones more. The
-    factor is differentiated through, as in Lin et al. and SubpopBench. Needs no group labels.
+    factor is differentiated through, as in Lin et al. and SubpopBench. Needs no group labels. Measured on
+    GaussianGroups (tests/test_subpop_methods.py, seeds 0-2): with class 1 a hundredth of training it raises that
+    class's accuracy over ERM's by 0.11 to 0.18; with a tenth and a noisy core (ceiling 0.84), by -0.04 to 0.03.
 
     Args:
         gamma: focusing exponent, >= 0 (0 is ERM; SubpopBench's default 1, Lin et al.'s 2).
@@ -39,7 +41,10 @@ class LDAM(Baseline):
     aware margin loss"): cross-entropy of `scale` x the logits, the true class's logit first lowered by a margin
     m_y proportional to n_y^-1/4, the largest (the rarest class's) `max_m`. Rare classes must then be won by a wider
     margin. As in SubpopBench, on the backbone's own linear head, without Cao et al.'s normalised head or their
-    deferred re-weighting (DRW). Needs no group labels.
+    deferred re-weighting (DRW). Needs no group labels. Measured on GaussianGroups (tests/test_subpop_methods.py,
+    seeds 0-2): with class 1 a hundredth of training it raises that class's accuracy over ERM's by 0.40 to 0.49;
+    with a tenth and a noisy core (ceiling 0.84), by -0.05 to 0.05: with overlapping classes both scaled margins
+    (15 and 8.7 at `scale` 30) saturate the loss alike and leave ERM's decision rule.
 
     Args:
         max_m: the rarest class's margin (Cao et al. and SubpopBench: 0.5).

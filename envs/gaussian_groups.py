@@ -6,7 +6,10 @@ x_core ~ N(s(y) 1, sigma_core^2 I) of dimension `d_core` and x_spu ~ N(s(a) 1, s
 The core input is noisy but always informative; the spurious one is nearly clean but agrees with the label only
 in the majority groups, a fraction `majority` of the training data. The shifted split is group-balanced.
 `class_share` below 1/2 also makes the training distribution class-imbalanced (with `majority: 0.5`, an
-imbalance alone, with no spurious correlation: the regime of Focal, CBLoss, LDAM and BSoftmax).
+imbalance alone, with no spurious correlation). Measured in tests/test_subpop_methods.py (3 epochs, seeds 0-2):
+at `class_share: 0.1` CBLoss(by=class), BSoftmax, CRT and ReWeightCRT raise the worst group's accuracy over ERM's,
+and Focal and LDAM do not raise the rare class's (the noisy core, ceiling 0.84, keeps the classes overlapping); at
+`class_share: 0.01` with `sigma_core: 5` (ceiling 0.977) they do, Focal by 0.11 to 0.18 and LDAM by 0.40 to 0.49.
 """
 
 import math
