@@ -1,7 +1,7 @@
 """ReSample and ReWeight: balance the training groups (or classes) by subsampling or by loss weights
 (SUBG, SUBY, RWG and RWY of Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group-accuracy")."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -30,14 +30,26 @@ def balance_key(by: By, env: ShiftedEnv, batch: Batch) -> tuple[Tensor, int]:
     return (env.group(batch), env.n_groups) if by == "group" else (batch.y, env.n_classes)
 
 
-def inverse_frequency(by: By, env: ShiftedEnv) -> Tensor:
-    """Each key's loss weight, n / (K n_k) over the K keys present in the training data (0 for an absent key)."""
+def key_counts(by: By, env: ShiftedEnv) -> Tensor:
+    """How many training samples each group (or class) has, in float64."""
     keys, n_keys = balance_key(by, env, env.train_data)
-    counts = torch.bincount(keys, minlength=n_keys).double()
+    return torch.bincount(keys, minlength=n_keys).double()
+
+
+def mean_one(raw: Tensor, counts: Tensor) -> Tensor:
+    """Per-key weights proportional to `raw`, scaled so that the training samples' mean weight is 1 (the loss keeps
+    ERM's scale, so learning rates transfer); 0 for a key absent from the training data."""
     seen = counts > 0
     weights = torch.zeros_like(counts)
-    weights[seen] = counts.sum() / (seen.sum() * counts[seen])
+    weights[seen] = raw[seen] * counts.sum() / (counts[seen] * raw[seen]).sum()
     return weights.float()
+
+
+def inverse_frequency(by: By, env: ShiftedEnv, power: float = 1.0) -> Tensor:
+    """Each key's loss weight, proportional to n_k^-power over the keys present in the training data: n / (K n_k)
+    for K keys at power 1, so that every key weighs the same in the objective."""
+    counts = key_counts(by, env)
+    return mean_one(counts.clamp_min(1) ** -power, counts)
 
 
 def reweighted(losses: Tensor, weights: Tensor, keys: Tensor) -> Tensor:
@@ -93,6 +105,7 @@ class ReWeight(Baseline):
     """
 
     weights: Tensor
+    power: ClassVar[float] = 1.0  # weights proportional to n_k^-power
 
     def __init__(self, by: By = "group", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -102,9 +115,52 @@ class ReWeight(Baseline):
         if self.hparams.by == "group":
             require_groups(env, f"{type(self).__name__}(by=group)")
 
+    def key_weights(self) -> Tensor:
+        """Each group's (or class's) loss weight, from the training data's counts."""
+        return inverse_frequency(self.hparams.by, self.env, self.power)
+
     def on_fit_start(self) -> None:
-        self.weights = inverse_frequency(self.hparams.by, self.env).to(self.device)
+        self.weights = self.key_weights().to(self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.cross_entropy(self(batch.x), batch.y)
         return reweighted(losses, self.weights, balance_key(self.hparams.by, self.env, batch)[0])
+
+
+
+class SqrtReWeight(ReWeight):
+    """ReWeight with weights proportional to n_k^-1/2, the square root of the inverse frequency: the minority
+    groups (or classes) gain weight, less than under ReWeight (SubpopBench's `SqrtReWeight`, Yang et al. 2023,
+    "Change is hard"; the square-root sampling of Mahajan et al. 2018 as a loss weight).
+
+    Args:
+        by: weight by (label, attribute) group (needs group labels) or by class.
+    """
+
+    power = 0.5
+
+
+class CBLoss(ReWeight):
+    """Class-balanced loss (Cui et al. 2019, "Class-balanced loss based on effective number of samples"): each
+    group's (or class's) loss weight is proportional to the inverse of its effective number of samples,
+    (1 - beta) / (1 - beta^n_k). At beta = 0 every key weighs alike per sample (ERM); as beta -> 1 the weight tends
+    to 1 / n_k (ReWeight). Weights are scaled to a mean of 1 per training sample (SubpopBench scales them to sum to
+    the number of groups; the ratios, which are what matters, are the same).
+
+    Args:
+        beta: the effective-number parameter in [0, 1) (Cui et al. and SubpopBench default 0.9999).
+        by: weight by (label, attribute) group (SubpopBench's choice; needs group labels) or by class (Cui et al.'s).
+    """
+
+    # SubpopBench draws beta = 1 - 10^U(-5, -2) (hparams_registry.py); a Range cannot draw 1 - beta log-uniformly, so
+    # these are its decades (Cui et al. search 0.9 to 0.9999 by decades too).
+    tunable = {**Baseline.tunable, "beta": [0.99, 0.999, 0.9999, 0.99999]}
+
+    def __init__(self, beta: float = 0.9999, by: By = "group", **kwargs) -> None:
+        super().__init__(by=by, **kwargs)
+        if not 0 <= beta < 1:
+            raise ConfigError(f"beta: {beta} is outside the allowed range [0, 1)")
+
+    def key_weights(self) -> Tensor:
+        counts = key_counts(self.hparams.by, self.env)
+        return mean_one((1 - self.hparams.beta) / (1 - self.hparams.beta ** counts.clamp_min(1)), counts)

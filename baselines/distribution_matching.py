@@ -1,5 +1,15 @@
 """CORAL and MMD: match the distribution of penultimate features across training environments (as DomainBed
-implements them)."""
+implements them).
+
+They can act only on what differs between the training environments' input distributions. In SpuriousShapes
+(and ColoredMNIST) the label is balanced and the colour agrees with it with probability `corr`, so P(colour) =
+1/2 and P(shape) = 1/2 in every training environment: features that read the colour alone, or the shape alone,
+have the same distribution everywhere and cost these penalties nothing. What differs is the joint of colour
+and shape (with two classes and label noise 0.25, P(colour = shape) = 0.75 corr + 0.25 (1 - corr): 0.70 and
+0.65 in the confounded preset), so they act only on features that combine the two, and cannot by themselves
+move a model off a colour-only rule. Where the environments' marginals differ (a colour or label prior that
+changes between them, as in WILDS' or DomainBed's domains), matching them can remove a feature.
+"""
 
 import itertools
 from collections.abc import Callable
@@ -10,6 +20,7 @@ from torch import Tensor
 from testbed.baselines.risks import group_risks
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
+from testbed.hparams import Range
 from testbed.training.module import Baseline
 
 # Bandwidths of the sum of Gaussian kernels in DomainBed's MMD.
@@ -44,13 +55,20 @@ def matching_loss(model: Baseline, batch: Batch, discrepancy: Callable[[Tensor, 
     return risks.mean() + model.hparams.gamma * penalty
 
 
+# DomainBed's and SubpopBench's range for both (hparams_registry.py, mmd_gamma: 10^U(-1, 1)).
+GAMMA_RANGE = Range(0.1, 10.0, log=True)
+
+
 class CORAL(Baseline):
-    """Deep CORAL across training environments: features whose mean or covariance differs between environments,
-    such as a colour whose agreement with the label varies, are penalised.
+    """Deep CORAL across training environments: features whose mean or covariance differs between environments
+    are penalised (see the module's docstring for what that excludes: a colour whose agreement with the label
+    varies but whose frequency does not is not such a feature).
 
     Args:
         gamma: weight of the discrepancy (DomainBed's default 1).
     """
+
+    tunable = {**Baseline.tunable, "gamma": GAMMA_RANGE}
 
     def __init__(self, gamma: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -61,11 +79,14 @@ class CORAL(Baseline):
 
 
 class MMD(Baseline):
-    """MMD-AAE's penalty (Li et al. 2018) across training environments, with DomainBed's Gaussian kernels.
+    """MMD-AAE's penalty (Li et al. 2018) across training environments, with DomainBed's Gaussian kernels (it sees
+    what CORAL sees, and differences in higher moments; see the module's docstring).
 
     Args:
         gamma: weight of the discrepancy (DomainBed's default 1).
     """
+
+    tunable = {**Baseline.tunable, "gamma": GAMMA_RANGE}
 
     def __init__(self, gamma: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -7,18 +7,25 @@ from torch import Tensor
 
 from testbed.envs.base import Batch
 from testbed.errors import check_positive
+from testbed.hparams import Range
 from testbed.training.module import Baseline
 
 
 class Mixup(Baseline):
-    """Pairs each training environment's part of the batch with another environment's (a random cyclic pairing,
-    truncated to the smaller part), trains on the convex mixture x = lam x_i + (1 - lam) x_j with the loss
-    lam CE(y_i) + (1 - lam) CE(y_j), lam ~ Beta(alpha, alpha). With one training environment it is plain mixup
-    within the batch (Zhang et al. 2018).
+    """DomainBed's `Mixup.update` with its `random_pairs_of_minibatches`: the training environments present in the
+    batch are put in a random order and each is paired with the next (cyclically; with two, A with B and B with A),
+    each pair truncated to the smaller part's first rows; each pair draws its own lam ~ Beta(alpha, alpha) and
+    trains on x = lam x_i + (1 - lam) x_j with the loss lam CE(y_i) + (1 - lam) CE(y_j); the step's loss is the
+    mean over pairs. Where DomainBed differs: its minibatches are one per environment of equal size, while here
+    the environments' parts of a pooled batch vary in size; and with one training environment DomainBed pairs it
+    with itself (no mixing at all), while here it is plain mixup within the batch (Zhang et al. 2018).
 
     Args:
         alpha: Beta parameter of the mixing weight (DomainBed's default 0.2).
     """
+
+    # DomainBed's and SubpopBench's range (hparams_registry.py, mixup_alpha: 10^U(-1, 1)).
+    tunable = {**Baseline.tunable, "alpha": Range(0.1, 10.0, log=True)}
 
     def __init__(self, alpha: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -38,9 +45,10 @@ class Mixup(Baseline):
         return out
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        lam = float(torch.distributions.Beta(self.hparams.alpha, self.hparams.alpha).sample())
+        beta = torch.distributions.Beta(self.hparams.alpha, self.hparams.alpha)
         losses = []
         for i, j in self.pairs(batch):
+            lam = float(beta.sample())  # one per pair, as DomainBed draws it
             logits = self(lam * batch.x[i] + (1 - lam) * batch.x[j])
             loss = lam * F.cross_entropy(logits, batch.y[i]) + (1 - lam) * F.cross_entropy(logits, batch.y[j])
             self.tally_train(loss, logits, batch.y[i] if lam >= 0.5 else batch.y[j])  # against the larger share

@@ -10,8 +10,10 @@ class CelebA(WildsEnv):
     P(a == y) = 0.45, so a strongly spurious training set is `train_corr` near 0 (e.g. 0.05) and 1 reverses it.
     The official splits are i.i.d.: the test split is the training distribution again, not a shift. The shift
     CelebA measures is to its rare groups (blond men are 1% of the data), so the accuracy of `ood:test` (and
-    `acc_avg`) is the mean per-group accuracy, each (hair, sex) group weighted equally, and `acc_wg` its worst
-    group, as Sagawa et al. 2020 report; `id:val` keeps the plain accuracy.
+    `acc_avg`) is the mean per-group accuracy, each (hair, sex) group weighted equally (SubpopBench's adjusted
+    accuracy), and `acc_wg` its worst group. Sagawa et al. 2020 report that worst group beside the plain test
+    accuracy ("average"), which is not `acc_avg` here; `id:val` keeps the plain accuracy (the official validation
+    split is i.i.d. with training, as the test split is).
     Read by WILDS from `<root>/celebA_v1.0/` (`list_attr_celeba.csv`, `list_eval_partition.csv`,
     `img_align_celeba/`). The 178 x 218 faces are centre-cropped to a square and resized to `image_size`
     (Sagawa et al. 2020 use 224; the default 64 holds all 202,599 images in 2.5 GB). See `WildsEnv`.

@@ -8,9 +8,9 @@ from pathlib import Path
 def write_run(sweep_dir: Path, run_id: str, *, baseline: str, seed: int, width: int, params: float,
               metrics: dict[str, float], regime: str = "confounded", n_train: int = 1000, draw: int | None = None,
               hparams: dict | None = None, converged: bool | None = None, ceiling: float | None = None,
-              axes: dict | None = None, stage: str = "") -> None:
-    """One finished run (with more sweep `axes` and a sweep `stage` if given). Leaving draw, converged and ceiling
-    at None writes the files of an older run."""
+              axes: dict | None = None, stage: str = "", n_attr: int | None = None) -> None:
+    """One finished run (with more sweep `axes` and a sweep `stage` if given) of a two-class environment. Leaving
+    draw, converged, ceiling and n_attr at None writes the files of an older run."""
     out = sweep_dir / run_id
     out.mkdir(parents=True)
     run = {"sweep": sweep_dir.name, "axes": {"config": regime, "model": baseline, "model.width": width, **(axes or {})},
@@ -25,6 +25,8 @@ def write_run(sweep_dir: Path, run_id: str, *, baseline: str, seed: int, width: 
                               "train_loss": 0.3, "train_acc": 0.9 if converged else 0.6}
     if ceiling is not None:
         res["ceiling"] = ceiling
+    if n_attr is not None:
+        res |= {"n_classes": 2, "n_attr": n_attr}
     (out / "run.json").write_text(json.dumps(run))
     (out / "results.json").write_text(json.dumps(res))
     (out / "done").write_text("")
@@ -36,12 +38,15 @@ def write_manifest(sweep_dir: Path) -> None:
 
 
 def aggregate_metrics(acc_id: float, acc_avg: float, acc_wg: float, reliance: float | None = None,
-                      probe_wg: float | None = None) -> dict[str, float]:
-    """The aggregate test metrics of a run (and its probe's worst-group accuracy)."""
+                      probe_wg: float | None = None, groups: dict[int, float] | None = None) -> dict[str, float]:
+    """The aggregate test metrics of a run (and its probe's worst-group accuracy, and with `groups` the accuracy
+    of each group g, pooled and on the ID environment)."""
     out = {"test/acc_id": acc_id, "test/acc_avg": acc_avg, "test/acc_wg": acc_wg, "test/ood_gap": acc_id - acc_avg,
            "test/ood:corr=0.10/acc": acc_avg}
     if reliance is not None:
         out["test/spurious_reliance"] = reliance
+    for g, acc in (groups or {}).items():
+        out |= {f"test/acc_g{g}": acc, f"test/id:corr=0.90/acc_g{g}": acc}
     if probe_wg is not None:
         out |= {"probe/acc_wg": probe_wg, "probe/acc_avg": probe_wg + 0.05, "probe/spurious_reliance": 0.1}
     return out

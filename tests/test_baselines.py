@@ -70,9 +70,11 @@ def test_reweight_by_group_beats_erm_on_the_reversed_and_the_balanced_environmen
 @pytest.mark.slow
 def test_lff_learns_from_what_its_biased_model_gets_wrong_and_so_follows_the_reversed_colour():
     """With two colours, the samples the biased model gets wrong are those whose colour is the other class's: the
-    scored model, weighted towards them, learns the colour reversed. Measured over seeds 0, 1, 2: 0.905 to 0.908 on
-    the reversed environment, above the invariant ceiling 0.75 that no shape reader passes, and 0.49 to 0.52 on the
-    balanced one, where the colour says nothing (ERM: 0.17 to 0.21 and 0.50 to 0.56)."""
+    scored model, weighted towards them, learns the colour reversed. Measured over seeds 0, 1, 2, with Nam et al.'s
+    moving averages and class-wise normalisation: 0.905 to 0.910 on the reversed environment, above the invariant
+    ceiling 0.75 that no shape reader passes, and 0.49 to 0.52 on the balanced one, where the colour says nothing
+    (ERM: 0.17 to 0.21 and 0.50 to 0.56); 0.10 to 0.13 in distribution. (Without the averages, per batch: 0.905 to
+    0.908 and 0.49 to 0.52.)"""
     model, env = trained(LfF)
     assert accuracy(model, env, "ood:corr=0.10") > env.ceiling + 0.1
     assert accuracy(model, env, "ood:corr=0.50") < 0.6
@@ -103,6 +105,7 @@ def midpoint_spread(model: L.LightningModule, env: SpuriousShapes) -> float:
 def test_mixup_predicts_the_mixture_of_labels_between_samples_more_closely_than_erm():
     """Mixup trains on lam x_i + (1 - lam) x_j against lam y_i + (1 - lam) y_j, so between two samples it is closer
     to the mixture of their labels (Zhang et al. 2018's linear behaviour between examples). Measured over seeds 0, 1,
-    2 at lam = 1/2: ERM is 0.175 to 0.192 away from 1/2, Mixup 0.143 to 0.158 (0.032 to 0.043 closer)."""
+    2 at lam = 1/2, with one lam per pair of environments: ERM is 0.175 to 0.192 away from 1/2, Mixup 0.136 to 0.168
+    (0.022 to 0.056 closer; with one lam per step, 0.032 to 0.043)."""
     (erm, env), (mixup, _) = trained(ERM), trained(Mixup)
-    assert midpoint_spread(mixup, env) < midpoint_spread(erm, env) - 0.02
+    assert midpoint_spread(mixup, env) < midpoint_spread(erm, env) - 0.015

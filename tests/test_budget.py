@@ -34,3 +34,24 @@ def test_epochs_before_min_steps_do_not_count_toward_the_plateau(workdir):
             "--trainer.callbacks.min_delta=1.0", "--trainer.callbacks.patience=2")
     run = results(workdir / "runs/lightning_logs/version_0")
     assert run["steps"] == 56 and run["convergence"]["converged"] is True
+
+
+def test_a_relative_plateau_keeps_a_loss_that_halves_every_epoch_training_where_the_absolute_one_stops():
+    from testbed.training.budget import Plateau, plateaued
+    from testbed.training.compat import early_stopping_decision
+
+    halving = [0.08 / 2 ** k for k in range(10)]  # small losses: falls of 0.005 and less, each half the loss
+    assert plateaued(halving, 0.01, 3) and not plateaued(halving, 0.01, 3, relative=True)
+    assert plateaued([1.0, 0.995, 0.993, 0.991], 0.01, 3, relative=True)  # within 1% of the best, 3 epochs
+    relative = Plateau(min_delta=0.01, patience=3, relative=True)  # the callback decides as the replay does
+    assert [early_stopping_decision(relative, relative.monitored(x)) for x in halving[:5]] == [False] * 5
+
+
+def test_a_relative_plateau_stops_a_run_and_says_so(workdir):
+    run_cli(*FIT, "--trainer.max_epochs=60", "--trainer.callbacks+=testbed.training.budget.Plateau",
+            "--trainer.callbacks.min_delta=0.05", "--trainer.callbacks.patience=2",
+            "--trainer.callbacks.relative=true")
+    run = results(workdir / "runs/lightning_logs/version_0")
+    assert run["convergence"]["converged"] and run["epochs"] < 60
+    assert run["convergence"]["criterion"].startswith(
+        "train/loss improved by less than 0.05 of its best so far in each of the last 2 epochs")

@@ -31,6 +31,7 @@ def test_erm_learns_the_colour_and_the_oracle_learns_the_shape(workdir):
     assert erm["params"] > 0 and erm["train_flops"] == erm["flops_per_sample"] * erm["train_samples"]
     assert erm["train_samples"] == 5 * erm["n_train"] == 50000
     assert erm["wall_time_s"] > 0 and erm["versions"]["torch"]
+    assert (erm["n_classes"], erm["n_attr"]) == (2, 2)  # the group -> label map that tells a constant predictor
 
 
 def test_same_config_and_seed_give_identical_metrics(workdir):
@@ -83,9 +84,9 @@ BAD_INPUTS = [
     (["--data.train_corrs=[1.5,0.8]"], "data.train_corrs: 1.5 is outside the allowed range [0, 1]"),
     (["--data.n_train=-5"], "data.n_train: -5 is not allowed; it must be a positive number"),
     (["--model.width=0"], "model.width: 0 is not allowed"),
-    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of CORAL, ContinualFinetune, DAgger, DFR, ERM, "
-                     "GroupDRO, IRM, JTT, LfF, MMD, Mixup, Online, Oracle, ReSample, ReWeight, VREx or give an import "
-                     "path"),
+    (["--model=Foo"], "model: unknown baseline 'Foo'; choose one of BSoftmax, CBLoss, CORAL, CRT, CVaRDRO, "
+                     "ContinualFinetune, DAgger, DFR, ERM, Focal, GroupDRO, IRM, JTT, LDAM, LISA, LfF, MMD, Mixup, "
+                     "Online, Oracle, ReSample, ReWeight, ReWeightCRT, SqrtReWeight, VREx or give an import path"),
     (["--data=Nope"], "data: unknown environment 'Nope'; choose one of Braking, CelebA, CivilComments, ColoredMNIST, "
                     "GaussianGroups, SpuriousShapes, SpuriousText, Waterbirds, WildsEnv or give"),
     (["--model.arch=gpt"], "model.arch: 'gpt' is not allowed; choose one of mlp, cnn, resnet"),

@@ -117,3 +117,47 @@ def test_plot_draws_the_selected_runs(tmp_path, monkeypatch, capsys):
     run_cli("plot", str(tmp_path / "lr"), "--select", "none")
     assert [set(runs["draw"]) for runs in drawn] == [{1}, {0}] and [len(runs) for runs in drawn] == [12, 12]
     assert "selection: `none`" in capsys.readouterr().out
+
+
+def test_one_class_reads_a_constant_predictor_from_the_group_accuracies():
+    from testbed.analysis.collect import one_class
+
+    def res(groups, **recorded):
+        return {"metrics": aggregate_metrics(0.6, 0.5, 0.0, groups=groups), **recorded}
+
+    assert one_class(res({0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0})) == 0  # g = y * 2 + a: groups 0, 1 are class 0
+    assert one_class(res({0: 0.0, 1: 0.005, 2: 0.995, 3: 1.0})) == 1
+    assert one_class(res({0: 1.0, 1: 0.97, 2: 0.0, 3: 0.0})) is None  # predicts class 1 for 3% of group 1
+    assert one_class(res({0: 0.9, 1: 0.3, 2: 0.3, 3: 0.9})) is None  # follows the attribute
+    # Four attribute values (groups 0-3 are class 0): one class everywhere; with the default layout (n_attr =
+    # n_classes = 2 would make groups 2 and 3 class 1) the same accuracies are not one class's.
+    four = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 0.0, 5: 0.0, 6: 0.0, 7: 0.0}
+    assert one_class(res(four, n_classes=2, n_attr=4)) == 0
+    assert one_class(res(four)) is None  # 8 groups fit no default square layout: not checked
+    assert one_class({"metrics": aggregate_metrics(0.6, 0.5, 0.0)}) is None  # no group accuracies
+
+
+def test_a_degenerate_run_is_reported_and_left_out_of_the_points(tmp_path):
+    """One Oracle seed collapsed to a constant predictor (ID 0.594, reliance 0, worst group 0) and its plateau
+    says converged: the report names it, and the Oracle's point at that width is the mean of the other seeds."""
+    sweep = tmp_path / "collapse"
+    for width, params in ((2, 76), (8, 818), (32, 20866)):
+        for seed in range(3):
+            bad = width == 2 and seed == 0
+            ref = aggregate_metrics(0.594, 0.5, 0.0, 0.0, groups={0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}) if bad else \
+                aggregate_metrics(0.75, 0.74, 0.7, 0.02, groups={0: 0.75, 1: 0.74, 2: 0.75, 3: 0.72})
+            erm = aggregate_metrics(0.85, 0.3, 0.2, 0.95, groups={0: 0.95, 1: 0.2, 2: 0.25, 3: 0.95})
+            for baseline, metrics in (("Oracle", ref), ("ERM", erm)):
+                write_run(sweep, f"{baseline}-{width}-{seed}", baseline=baseline, seed=seed, width=width,
+                          params=params, metrics=metrics, converged=True, ceiling=0.75, n_attr=2)
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    report = (sweep / "report.md").read_text()
+    verdict = report.split("## Verdict")[1].split("\n## ")[0]
+    assert "17 selected runs (of the sweep file as last run, 1 degenerate left out)" in verdict
+    assert ("**Warning: 1 of 18 selected runs are degenerate: they predict one class on every test group (ID "
+            "accuracy at that class's prior, reliance 0); 1 of them is recorded as converged") in verdict
+    assert "| confounded | Oracle | 76 | 1,000 | 0 | 0 | 0.594 | yes |" in report.split("## Degenerate runs")[1]
+    points = report.split("## Endpoints at each model size")[1].split("\n## ")[0]
+    assert "| confounded | Oracle | 76 | 0.750 | 0.740 | 0.700 |" in points  # not (0.594 + 2 * 0.75) / 3
+    assert "| confounded | ERM | 76 | 0.850 | 0.300 | 0.200 |" in points

@@ -5,6 +5,7 @@ edited sweep file, left in the same folder, do not join the fits; `all_runs` rea
 """
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from testbed.files import write_atomic
 MANIFEST = "manifest.json"
 # Run-level columns that are not metrics (everything else in `wide` is a metric).
 CONVERGENCE = ["converged", "criterion", "train_loss", "train_acc"]
+ONE_CLASS_SHARE = 0.99  # a run whose test predictions are this share one class in every group is degenerate
 
 
 def parse_key(key: str) -> tuple[str, str, str, str, float | None]:
@@ -39,6 +41,32 @@ def baseline_label(res: dict) -> str:
     return res["model"] if dose is None else f"{res['model']}(fraction={dose:g})"
 
 
+def one_class(res: dict) -> int | None:
+    """The class a degenerate run predicts for (nearly) every test sample, else None. A constant predictor (a
+    width-2 model that collapsed) scores the class prior in distribution and reliance 0, and a train-loss plateau
+    still calls it converged; it is read from the per-group test accuracies (`test/.../acc_g{g}`): group
+    g = y * n_attr + a holds label g // n_attr, so a run that predicts class c everywhere is right on at least
+    ONE_CLASS_SHARE of each of c's groups and on at most 1 - ONE_CLASS_SHARE of every other group, in every
+    environment (all its correct predictions fall on one class: accuracy at that class's prior). Runs that do not
+    record `n_attr` (older ones) are read with the environments' default n_attr = n_classes (`envs/base.py`); runs
+    without per-group accuracies are not checked."""
+    accs: dict[int, list[float]] = {}
+    for key, value in res["metrics"].items():
+        stage, *_, metric = key.split("/")
+        if stage == "test" and metric.startswith("acc_g") and metric[5:].isdigit():
+            accs.setdefault(int(metric[5:]), []).append(value)
+    if not accs:
+        return None
+    n_attr = res.get("n_attr") or math.isqrt(max(accs) + 1)
+    if "n_attr" not in res and n_attr**2 != max(accs) + 1:  # no default layout fits these groups
+        return None
+    for c in {g // n_attr for g in accs}:
+        if all(min(v) >= ONE_CLASS_SHARE if g // n_attr == c else max(v) <= 1 - ONE_CLASS_SHARE
+               for g, v in accs.items()):
+            return c
+    return None
+
+
 def run_rows(run_dir: Path) -> list[dict]:
     """The rows of one run. Fields that older runs lack (hparams, draw, convergence, ceiling) are left empty."""
     run = json.loads((run_dir / "run.json").read_text())
@@ -50,7 +78,7 @@ def run_rows(run_dir: Path) -> list[dict]:
             "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
             "sweep_stage": run.get("stage") or "", "code": run.get("code") or "unrecorded", "draw": run.get("draw", 0),
             "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
-            **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), **axes}
+            **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), "one_class": one_class(res), **axes}
     rows = []
     for key, value in res["metrics"].items():
         stage, env, role, metric, env_corr = parse_key(key)
@@ -92,7 +120,7 @@ def axis_columns(table: pd.DataFrame) -> list[str]:
     """The sweep's axis columns of a tidy table (every column that `run_rows` does not name itself)."""
     own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s",
            "sweep_stage", "code", "draw",
-           "hparams", *CONVERGENCE, "ceiling", "stage", "env", "role", "env_corr", "metric", "value"}
+           "hparams", *CONVERGENCE, "ceiling", "one_class", "stage", "env", "role", "env_corr", "metric", "value"}
     return [c for c in table.columns if c not in own]
 
 

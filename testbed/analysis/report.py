@@ -107,6 +107,13 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
     return pd.DataFrame(rows), fits
 
 
+def sizes(values: pd.Series, what: str, unit: str) -> str:
+    """`3 model sizes (54 to 5,782 parameters)`, or `one model size (289 parameters)`."""
+    if values.nunique() == 1:
+        return f"one {what} ({values.iloc[0]:,}{unit})"
+    return f"{values.nunique()} {what}s ({values.min():,} to {values.max():,}{unit})"
+
+
 def scale(v: float) -> str:
     return f"{v:.1e}" if np.isfinite(v) else "beyond horizon"
 
@@ -221,6 +228,27 @@ def undertrained(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], str | 
                    "(see Undertrained runs): their points measure the budget as much as the scale.")
 
 
+def degenerate_section(sel: Selected) -> tuple[list[str], str | None]:
+    """The chosen draws' runs that predict one class (`testbed.analysis.collect.one_class`), which every fit,
+    point, interval and figure leaves out, and a warning naming how many."""
+    bad = sel.degenerate
+    if bad.empty:
+        return ["No run predicts one class (every run with per-group test accuracies was checked)."], None
+    lines = ["| regime | baseline | parameters | training samples | seed | class predicted | ID acc. | "
+             "converged by its criterion |", "|---|---|---|---|---|---|---|---|"]
+    for r in bad.sort_values(["regime", "baseline", "params", "seed"]).to_dict("records"):
+        conv = {True: "yes", False: "no"}.get(r.get("converged"), "unrecorded")
+        lines.append(f"| {r['regime']} | {r['baseline']} | {r['params']:,} | {r['n_train']:,} | {r['seed']} | "
+                     f"{r['one_class']:.0f} | {r.get('acc_id', float('nan')):.3f} | {conv} |")
+    called = int((bad["converged"] == True).sum()) if "converged" in bad else 0  # noqa: E712
+    total = len(bad) + len(sel.runs)
+    note = (f"; {called} of them {'is' if called == 1 else 'are'} recorded as converged, which a train-loss plateau "
+            "cannot tell from a constant predictor") if called else ""
+    return lines, (f"**Warning: {len(bad)} of {total} selected runs are degenerate: they predict one class on "
+                   f"every test group (ID accuracy at that class's prior, reliance 0){note}. They are left out of "
+                   "every fit, point, interval and figure, so their points have fewer seeds; see Degenerate runs.**")
+
+
 def choices_table(sel: Selected) -> list[str]:
     if sel.rule == "none" and (sel.choices["draws"] <= 1).all():
         return ["One draw per scale point: nothing to select."]
@@ -327,16 +355,17 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     primary = metrics[0] if metrics else None
     seeds = runs["seed"].nunique()
 
+    excluded = f", {len(sel.degenerate)} degenerate left out" if len(sel.degenerate) else ""
     out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
            f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
-           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}): baselines "
-           f"{', '.join(sorted(runs['baseline'].unique()))}; {runs['params'].nunique()} model sizes "
-           f"({runs['params'].min():,} to {runs['params'].max():,} parameters), {runs['n_train'].nunique()} "
-           f"training-set sizes ({runs['n_train'].min():,} to {runs['n_train'].max():,}), {seeds} seeds. "
+           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}{excluded}): baselines "
+           f"{', '.join(sorted(runs['baseline'].unique()))}; {sizes(runs['params'], 'model size', ' parameters')}, "
+           f"{sizes(runs['n_train'], 'training-set size', ' samples')}, {seeds} seeds. "
            f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
     ref_lines, ref_warning = reference_check(runs, reference, sel.axes)
     under_lines, under_warning = undertrained(runs, sel.axes)
-    out += [line for w in (ref_warning, under_warning, code_warning(runs)) if w for line in (w, "")]
+    bad_lines, bad_warning = degenerate_section(sel)
+    out += [line for w in (bad_warning, ref_warning, under_warning, code_warning(runs)) if w for line in (w, "")]
     head_fig = []
     if primary is None or rows.empty:
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
@@ -352,6 +381,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
                 "scale); points: mean over seeds with its 95% t interval, held in the endpoint's bounds; dotted: "
                 "the tolerance.*", ""]
     out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
+            "## Degenerate runs", "", *bad_lines, "",
             "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
             *choices_table(sel), ""]
     if metrics:

@@ -77,22 +77,25 @@ class Selected:
     """What every analysis command works from: one collection of the current runs, then one selection."""
 
     table: pd.DataFrame  # tidy: every current run x environment x metric
-    runs: pd.DataFrame  # one row per run of the chosen draws, with a `regime` column
+    runs: pd.DataFrame  # one row per run of the chosen draws, with a `regime` column, the degenerate ones left out
     choices: pd.DataFrame  # one row per scale point: the chosen draw and its hyperparameters
     rule: str
     axes: list[str]
+    degenerate: pd.DataFrame  # the chosen draws' runs that predict one class (`collect.one_class`), left out
 
 
 def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, save: bool = True) -> Selected:
     """Collect the sweep's current runs once and select one draw per point; then (with `save`) write
-    results.csv and selected.csv, so that a bad option writes nothing."""
+    results.csv and selected.csv, so that a bad option writes nothing. Degenerate runs of the chosen draws
+    (constant predictors) are set apart: no fit, point, interval or figure includes them."""
     table = collect(sweep_dir, all_runs)
     axes = axis_columns(table)
     runs = with_stages(with_reversed(wide(table), table))
     runs["regime"] = condition(runs, axes)
     rule = rule or default_rule(runs)
-    kept, choices = select(runs, rule, axes)
-    selected = Selected(table, kept, choices, rule, axes)
+    kept, choices = select(runs, rule, axes)  # a draw whose runs collapse is chosen or not on what they scored
+    bad = kept["one_class"].notna() if "one_class" in kept else pd.Series(False, index=kept.index)
+    selected = Selected(table, kept[~bad].reset_index(drop=True), choices, rule, axes, kept[bad])
     if save:
         save_selection(selected, sweep_dir)
     return selected

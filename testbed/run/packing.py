@@ -74,7 +74,7 @@ def plateau_rule(trainer: L.Trainer) -> Callable[[int, float], bool] | None:
     if plateau is None:
         return None
     first = min_steps(trainer)
-    return lambda step, loss: step >= first and early_stopping_decision(plateau, loss)
+    return lambda step, loss: step >= first and early_stopping_decision(plateau, plateau.monitored(loss))
 
 
 def fit_packed_runs(configs: list[dict[str, Any]]) -> list[Path]:

@@ -1,6 +1,7 @@
 """Metrics from per-group tallies, with stable keys.
 
-Per environment: `{stage}/{env}/acc`, `acc_wg` (worst group), `acc_balanced` (mean per-group accuracy),
+Per environment: `{stage}/{env}/acc`, `acc_wg` (worst group), `acc_balanced` (mean per-group accuracy over the
+groups with samples: SubpopBench's `adjusted_accuracy`),
 `acc_g{g}` (accuracy of group g = y * n_attr + a, for each group with samples), `ece`, `brier`,
 `spurious_reliance`, `causal_sensitivity`. Aggregates over the shifted (`ood`) environments, pooled:
 `{stage}/acc_avg`, `acc_wg`, `acc_balanced`, `acc_g{g}`, `ece`, `brier`, `acc_worst_env`, `spurious_reliance`,
@@ -9,9 +10,11 @@ data: `acc_train`; and `ood_gap = acc_id - acc_avg`.
 
 `spurious_reliance` is the fraction of predictions that change when only the spurious attribute is
 intervened on (set to another value); `causal_sensitivity` the same for the causal feature.
-`ece` is the expected calibration error over `N_BINS` equal-width confidence bins and `brier` the squared
-error of the predicted probabilities against the one-hot label, summed over classes (Brier 1950), as
-SubpopBench reports them.
+`ece` is the expected calibration error of the top-label confidence over `N_BINS` equal-width bins (Guo et al.
+2017) and `brier` the squared error of the predicted probabilities against the one-hot label, summed over classes
+(Brier 1950's multi-class score). Neither is SubpopBench's: it reports, for two classes only, sklearn's
+`brier_score_loss` of the positive class's probability, (p_1 - y)^2, which is half of `brier` with two classes,
+and netcal's ECE of that probability over 10 bins.
 """
 
 from collections.abc import Callable

@@ -41,7 +41,8 @@ class Baseline(L.LightningModule):
             model-size knob.
         depth: hidden layers (mlp), conv blocks (cnn), blocks per stage (resnet) or layers (transformer, vit).
         lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        weight_decay: L2 weight: Adam's (coupled) weight decay, the gradient of (weight_decay / 2) ||theta||^2
+            (in the loss itself where the method divides its loss, `l2_in_loss`).
         init_ckpt: a checkpoint of the same backbone to start from (e.g. an ERM run's) instead of a random init.
         weights: pretrained weights of a torchvision: model (e.g. IMAGENET1K_V1, DEFAULT) or DEFAULT for an hf: model.
         heads: attention heads (transformer, vit); they must divide `width`.
@@ -54,6 +55,9 @@ class Baseline(L.LightningModule):
     # Tunable knobs and their default ranges, drawn by a sweep's `hparams: default` (DomainBed's ranges, Gulrajani
     # and Lopez-Paz 2020, with the learning rate centred on Adam's usual 1e-3). Subclasses add their own.
     tunable: ClassVar[Space] = {"lr": Range(1e-4, 1e-2, log=True), "weight_decay": Range(1e-6, 1e-2, log=True)}
+    # True where the subclass puts the L2 term (weight_decay / 2) ||theta||^2 in its loss itself and Adam's coupled
+    # weight decay must be 0 (IRM and VREx, whose loss is divided by the penalty weight; `AnnealedPenalty`).
+    l2_in_loss: ClassVar[bool] = False
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
@@ -150,8 +154,8 @@ class Baseline(L.LightningModule):
         # On the CPU, torch's default is the single-tensor Adam anyway; saying so skips the per-step check of which
         # kernel to use, which queries the CUDA driver every step (about 0.7 ms: a tenth of a small CNN's step).
         foreach = False if self.device.type == "cpu" else None
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                foreach=foreach)
+        weight_decay = 0.0 if self.l2_in_loss else self.hparams.weight_decay
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=weight_decay, foreach=foreach)
 
     def erm_step(self, batch: Batch) -> Tensor:
         """Mean cross-entropy on the batch."""

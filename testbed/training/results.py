@@ -22,7 +22,8 @@ def versions() -> dict[str, str]:
 
 def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: float | None) -> dict:
     """Final metrics (test, and the final model's validation metrics) with the run's scale (parameters, training
-    samples, steps and FLOPs), its convergence record and the environment's invariant ceiling."""
+    samples, steps and FLOPs), its convergence record, the environment's invariant ceiling and its class and
+    attribute counts (which tell a degenerate run, `testbed.analysis.collect.one_class`)."""
     env = trainer.datamodule
     samples = model.samples_seen * trainer.world_size
     # A trainer that only tested a checkpoint trained nothing itself: the scale is the checkpoint's.
@@ -36,6 +37,8 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "metrics": {**model.results, **model.final_val()},
         "convergence": convergence(trainer, model.train_curve),
         "ceiling": env.ceiling,
+        "n_classes": env.n_classes,  # with n_attr, the label of each group (g = y * n_attr + a) for the analysis
+        "n_attr": env.n_attr,
         "params": model.n_params,
         "n_train": sum(len(env.data[n].y) for n in env.names("train")),
         "train_corr": round(sum(s.corr for s in train) / len(train), 10),  # configuration: 0.9, not 0.8999999999999999
