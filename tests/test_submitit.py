@@ -6,7 +6,7 @@ import os
 
 import pytest
 from conftest import cli_error, run_cli
-from test_sweep import write_sweep
+from test_sweep import TINY, write_sweep
 
 from testbed.errors import ConfigError
 from testbed.sweep.cluster import cluster_settings
@@ -25,6 +25,16 @@ def test_dry_run_prints_the_array_script_with_the_file_s_resources_under_the_fla
                  "#SBATCH --cpus-per-task=2", "#SBATCH --signal=USR2@90", "-m submitit.core._submit"]:
         assert line in script
     assert not (tmp_path / "out").exists(), "a dry run writes nothing"
+
+
+def test_tasks_given_gpus_run_their_runs_one_by_one_instead_of_packed_on_the_cpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sweep = write_sweep(tmp_path / "s.yaml", args={**TINY, "trainer.limit_val_batches": 0})  # 4 points x 2 seeds
+    tasks = {}
+    for gpus in ("0", "1"):
+        run_cli("sweep", "-c", str(sweep), "--out", "out", "--executor", "submitit", "--dry-run", "--gpus", gpus)
+        tasks[gpus] = capsys.readouterr().out.split("job script of the first array (")[1].split(" tasks")[0]
+    assert tasks == {"0": "4", "1": "8"}  # the 2 seeds of a point packed into one task on the CPU; on GPUs, apart
 
 
 @pytest.mark.parametrize("block, flags, message", [

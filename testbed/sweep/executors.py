@@ -364,6 +364,9 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
         raise ConfigError(f"executor: {executor!r} is not allowed; choose one of {', '.join(EXECUTORS)}")
     sweep = load_sweep(config)
     resources = cluster_settings(sweep.cluster, cluster)
+    # Packing trains on the CPU (`pack_key`: no CUDA visible), judged here; array tasks that are given GPUs run
+    # their runs one by one on them.
+    pack = sweep.pack and not (executor == "submitit" and slurm_gpus(resources))
     root = (out / sweep.name).resolve()
     runs = staged_runs(sweep, root)  # every run parses before anything starts
     unique: dict[str, Run] = {}
@@ -377,14 +380,14 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
             print(run.id, run.axes, f"seed={run.seed}", *([f"stage={run.stage}"] if run.stage else []))
         if executor == "submitit" and pending:
             first = waves(pending, sweep)[0]
-            tasks = len(packs(first) if sweep.pack else first)
+            tasks = len(packs(first) if pack else first)
             print(f"job script of the first array ({tasks} tasks; each later stage wave is one more array):")
             print(job_script(resources, root / ".submitit", sweep.name, tasks))
         return Counter()
     write_manifest(root, sweep.name, config, runs)
     forget(pending, root)
-    jobs = packs(pending) if sweep.pack else [[run] for run in pending]
-    if sweep.pack and pending:
+    jobs = packs(pending) if pack else [[run] for run in pending]
+    if pack and pending:
         print(f"packing: {pack_summary(jobs)}; packing needs runs that differ only in their seed and lr, weight_decay "
               "or eta, of ERM, Oracle, GroupDRO or ReWeight on an mlp or cnn backbone, with no callback but Plateau, "
               "without validation or checkpoints, on the CPU")
@@ -392,7 +395,7 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     for wave in waves(pending, sweep):  # stages in dependency order; a sweep without stages is one wave
         lost = orphans(wave, root)
         ready = [run for run in wave if run.id not in {r.id for r in lost}]
-        jobs = packs(ready) if sweep.pack else [[run] for run in ready]
+        jobs = packs(ready) if pack else [[run] for run in ready]
         statuses += ["failed"] * len(lost)
         if jobs and executor == "ray":
             statuses += run_ray(jobs, root, address, resources.gpus)
