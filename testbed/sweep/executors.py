@@ -334,9 +334,9 @@ def run_submitit(jobs: list[list[Run]], root: Path, cluster: Cluster, name: str)
             array = executor.map_array(task, todo, [root] * len(todo))
             tqdm.write(f"submitit: {len(array)} array tasks submitted ({array[0].job_id.split('_')[0]}); logs in "
                        f"{root / '.submitit'}")
-            retry = []
+            retry, job_of = [], {id(sub): job for sub, job in zip(array, todo)}
             for ended in as_completed(array, poll_frequency=1):
-                job = todo[array.index(ended)]
+                job = job_of[id(ended)]
                 try:
                     finished = ended.result()
                 except Exception as err:  # submitit's errors for a task that left no result
