@@ -17,10 +17,24 @@ def sweep(argv: list[str]) -> None:
     p = _Parser(prog="testbed sweep", description="Run a sweep of baselines x scales x seeds, resumably.")
     p.add_argument("-c", "--config", required=True, type=Path, help="sweep YAML, e.g. configs/sweeps/quickstart.yaml")
     p.add_argument("--out", default=Path("runs/sweeps"), type=Path, help="runs go to OUT/<sweep name>/<run hash>/")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--executor", choices=["local", "ray", "submitit"], default="local",
+                   help="local: this process or --workers processes (one GPU each where there are GPUs); ray: a Ray "
+                        "cluster; submitit: SLURM job arrays")
     p.add_argument("--workers", type=int, default=1, help="local executor: long-lived worker processes")
     p.add_argument("--address", default=None, help="ray executor: cluster address (e.g. auto); default: a local Ray")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    cluster = p.add_argument_group("cluster resources (over the sweep file's cluster: block)")
+    cluster.add_argument("--backend", default=None, help="submitit: slurm, local (local processes) or auto (slurm "
+                                                         "where srun is found)")
+    cluster.add_argument("--partition", default=None, help="submitit: SLURM partition")
+    cluster.add_argument("--time", type=int, default=None, help="submitit: minutes per array task (default 60)")
+    cluster.add_argument("--gpus", type=float, default=None,
+                         help="submitit: GPUs per array task; ray: GPUs per task, a fraction to share a GPU "
+                              "(default: the cluster's GPUs over its CPUs)")
+    cluster.add_argument("--cpus-per-task", type=int, default=None, help="submitit: CPUs per array task (default 1)")
+    cluster.add_argument("--array-parallelism", type=int, default=None,
+                         help="submitit: array tasks running at once (default 256)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs (and, with --executor submitit, print the job script) and exit")
     p.add_argument("--redo-older", action="store_true",
                    help="run again the done runs that another version of the code made (their run.json says which)")
     a = p.parse_args(argv)
@@ -34,7 +48,12 @@ def sweep(argv: list[str]) -> None:
 
         print(f"redo-older: {redo_older(a.out / load_sweep(a.config).name)} runs made by other code will run again")
 
-    counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run)
+    flags = {k: getattr(a, k) for k in ("backend", "partition", "time", "gpus", "cpus_per_task", "array_parallelism")}
+    used = {"local": (), "ray": ("gpus",), "submitit": tuple(flags)}[a.executor]
+    for key in (k for k, v in flags.items() if v is not None and k not in used):
+        raise ConfigError(f"--{key.replace('_', '-')}: a cluster resource, not used by --executor {a.executor}; "
+                          f"it applies to --executor {'submitit or ray' if key == 'gpus' else 'submitit'}")
+    counts = run_sweep(a.config, a.out, a.executor, a.workers, a.address, a.dry_run, flags)
     if counts["failed"]:
         raise SystemExit(1)
 

@@ -7,7 +7,9 @@
 - `fit`: one resolved run fitted without LightningCLI;
 - `packing`: runs that differ only in seeds and per-model knobs, fitted as one batched model;
 - `job`: one run or one pack, fitted into its folders;
-- `executors`: the jobs mapped over this process, worker processes or a Ray cluster.
+- `cluster`: the resources of SLURM array tasks (and Ray's GPUs per task), from a sweep's `cluster:` block;
+- `executors`: the jobs mapped over this process, worker processes (one GPU each), a Ray cluster or SLURM job
+  arrays (submitit).
 """
 
 from testbed.sweep.spec import Run, Sweep, expand, load_sweep

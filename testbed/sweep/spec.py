@@ -15,6 +15,7 @@ import yaml
 
 from testbed.errors import ConfigError, check_positive
 from testbed.hparams import Space, draw_all, parse_space
+from testbed.sweep.cluster import cluster_settings
 from testbed.sweep.stages import check_stages
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader where PyYAML has it: much faster
@@ -47,6 +48,8 @@ class Sweep:
         stages: runs that start from an earlier stage's run at the same scale point and seed
             (`testbed.sweep.stages`).
         keep_checkpoints: keep every stage parent's final checkpoint, not only while a child still needs it.
+        cluster: resources of `--executor submitit`'s array tasks and Ray's GPUs per task
+            (`testbed.sweep.cluster.Cluster`); the command line's flags override it.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Sweep:
     hparams_seed: int = 0
     stages: dict[str, dict[str, Any]] | None = None
     keep_checkpoints: bool = False
+    cluster: dict[str, Any] | None = None
 
 
 @dataclass
@@ -123,6 +127,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(sweep.keep_checkpoints, bool):
         raise ConfigError(f"sweep.keep_checkpoints: {sweep.keep_checkpoints!r} is not allowed; choose one of true, "
                           "false")
+    cluster_settings(sweep.cluster)
     if sweep.hparams == "default" and sweep.draws is None:
         raise ConfigError("sweep.draws: required with hparams: default (its ranges are drawn); e.g. draws: 3")
     for file in sweep.configs + list(config_files(sweep).values()):
