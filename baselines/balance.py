@@ -58,7 +58,21 @@ def reweighted(losses: Tensor, weights: Tensor, keys: Tensor) -> Tensor:
     return (weights.gather(-1, keys) * losses).mean(-1)
 
 
-class ReSample(Baseline):
+class Balanced:
+    """A `by` choice, balance the (label, attribute) groups or only the classes, checked once for every method that
+    balances (ReSample, ReWeight and its variants, CRT). Mixed into a `Baseline` before it
+    (`class ReSample(Balanced, Baseline)`), so that it is no baseline of its own to choose."""
+
+    def __init__(self, by: By = "group", **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_by(by)
+
+    def check_env(self, env: ShiftedEnv) -> None:
+        if self.hparams.by == "group":
+            require_groups(env, f"{type(self).__name__}(by=group)")
+
+
+class ReSample(Balanced, Baseline):
     """SUBG / SUBY: ERM on a subsample of the training data in which every group (or class) keeps as many samples
     as the smallest one has, drawn once when fitting starts (Idrissi et al. 2022; the "subsampling" of Sagawa et
     al. 2020b). Discards data, and with it the majority's spurious shortcut.
@@ -68,14 +82,6 @@ class ReSample(Baseline):
     """
 
     kept: int | None = None  # training samples in the subsample, set when fitting starts
-
-    def __init__(self, by: By = "group", **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_by(by)
-
-    def check_env(self, env: ShiftedEnv) -> None:
-        if self.hparams.by == "group":
-            require_groups(env, f"{type(self).__name__}(by=group)")
 
     def on_fit_start(self) -> None:
         data = self.env.train_data
@@ -95,7 +101,7 @@ class ReSample(Baseline):
         return self.erm_step(batch)
 
 
-class ReWeight(Baseline):
+class ReWeight(Balanced, Baseline):
     """RWG / RWY: cross-entropy weighted by the inverse frequency of each sample's group (or class) in the training
     data, n / (K n_k) for K groups, so that every group weighs the same in the objective (the "upweighting" of
     Sagawa et al. 2020b; Idrissi et al. 2022). Keeps every sample; the loss is reweighted, not the sampling.
@@ -106,14 +112,6 @@ class ReWeight(Baseline):
 
     weights: Tensor
     power: ClassVar[float] = 1.0  # weights proportional to n_k^-power
-
-    def __init__(self, by: By = "group", **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_by(by)
-
-    def check_env(self, env: ShiftedEnv) -> None:
-        if self.hparams.by == "group":
-            require_groups(env, f"{type(self).__name__}(by=group)")
 
     def key_weights(self) -> Tensor:
         """Each group's (or class's) loss weight, from the training data's counts."""

@@ -7,8 +7,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from testbed.baselines.balance import By, balance_key, check_by, inverse_frequency, require_groups, reweighted
-from testbed.envs.base import Batch, ShiftedEnv
+from testbed.baselines.balance import Balanced, By, balance_key, inverse_frequency, reweighted
+from testbed.envs.base import Batch
 from testbed.errors import ConfigError
 from testbed.training.budget import SampleBudget
 from testbed.training.compat import reload_train_data_every
@@ -16,7 +16,7 @@ from testbed.training.module import Baseline
 from testbed.training.probe import body_and_head
 
 
-class CRT(Baseline):
+class CRT(Balanced, Baseline):
     """Two stages in one fit. Stage 1 trains ERM for the first `stage1_frac` of the epochs. Then the backbone is
     frozen (and kept in eval mode), the linear head re-initialised with fresh optimiser state, and the head alone
     trained for the remaining epochs on the training data drawn group-balanced (`by: group`) or class-balanced
@@ -34,14 +34,9 @@ class CRT(Baseline):
     weights: Tensor  # each group's (or class's) inverse frequency in the training data, set when fitting starts
 
     def __init__(self, by: By = "group", stage1_frac: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_by(by)
+        super().__init__(by=by, **kwargs)
         if not 0 < stage1_frac < 1:
             raise ConfigError(f"stage1_frac: {stage1_frac} is outside the allowed range (0, 1)")
-
-    def check_env(self, env: ShiftedEnv) -> None:
-        if self.hparams.by == "group":
-            require_groups(env, f"{type(self).__name__}(by=group)")
 
     def stage1_epochs(self, trainer: L.Trainer) -> int:
         return math.floor(self.hparams.stage1_frac * trainer.max_epochs)

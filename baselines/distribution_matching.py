@@ -13,6 +13,7 @@ changes between them, as in WILDS' or DomainBed's domains), matching them can re
 
 import itertools
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -55,42 +56,37 @@ def matching_loss(model: Baseline, batch: Batch, discrepancy: Callable[[Tensor, 
     return risks.mean() + model.hparams.gamma * penalty
 
 
-# DomainBed's and SubpopBench's range for both (hparams_registry.py, mmd_gamma: 10^U(-1, 1)).
-GAMMA_RANGE = Range(0.1, 10.0, log=True)
+class FeatureMatching:
+    """Risk plus `gamma` times a discrepancy between the training environments' features (`matching_loss`), written
+    once for CORAL and MMD, which differ only in `discrepancy`. Mixed into a `Baseline` before it
+    (`class CORAL(FeatureMatching, Baseline)`), so that it is no baseline of its own to choose.
+
+    Args:
+        gamma: weight of the discrepancy (DomainBed's default 1).
+    """
+
+    discrepancy: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    # DomainBed's and SubpopBench's range for both (hparams_registry.py, mmd_gamma: 10^U(-1, 1)).
+    tunable = {**Baseline.tunable, "gamma": Range(0.1, 10.0, log=True)}
+
+    def __init__(self, gamma: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_positive("gamma", gamma)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return matching_loss(self, batch, type(self).discrepancy)
 
 
-class CORAL(Baseline):
+class CORAL(FeatureMatching, Baseline):
     """Deep CORAL across training environments: features whose mean or covariance differs between environments
     are penalised (see the module's docstring for what that excludes: a colour whose agreement with the label
-    varies but whose frequency does not is not such a feature).
+    varies but whose frequency does not is not such a feature)."""
 
-    Args:
-        gamma: weight of the discrepancy (DomainBed's default 1).
-    """
-
-    tunable = {**Baseline.tunable, "gamma": GAMMA_RANGE}
-
-    def __init__(self, gamma: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_positive("gamma", gamma)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return matching_loss(self, batch, coral)
+    discrepancy = staticmethod(coral)
 
 
-class MMD(Baseline):
+class MMD(FeatureMatching, Baseline):
     """MMD-AAE's penalty (Li et al. 2018) across training environments, with DomainBed's Gaussian kernels (it sees
-    what CORAL sees, and differences in higher moments; see the module's docstring).
+    what CORAL sees, and differences in higher moments; see the module's docstring)."""
 
-    Args:
-        gamma: weight of the discrepancy (DomainBed's default 1).
-    """
-
-    tunable = {**Baseline.tunable, "gamma": GAMMA_RANGE}
-
-    def __init__(self, gamma: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        check_positive("gamma", gamma)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return matching_loss(self, batch, mmd)
+    discrepancy = staticmethod(mmd)
