@@ -40,6 +40,12 @@ def inverse_frequency(by: By, env: ShiftedEnv) -> Tensor:
     return weights.float()
 
 
+def reweighted(losses: Tensor, weights: Tensor, keys: Tensor) -> Tensor:
+    """The mean of per-sample `losses` `[..., B]` each weighted by its key's weight (`weights` `[..., K]`, `keys`
+    `[..., B]`): ReWeight's loss, for one model or N packed ones at once."""
+    return (weights.gather(-1, keys) * losses).mean(-1)
+
+
 class ReSample(Baseline):
     """SUBG / SUBY: ERM on a subsample of the training data in which every group (or class) keeps as many samples
     as the smallest one has, drawn once when fitting starts (Idrissi et al. 2022; the "subsampling" of Sagawa et
@@ -101,4 +107,4 @@ class ReWeight(Baseline):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.cross_entropy(self(batch.x), batch.y)
-        return (self.weights[balance_key(self.hparams.by, self.env, batch)[0]] * losses).mean()
+        return reweighted(losses, self.weights, balance_key(self.hparams.by, self.env, batch)[0])

@@ -133,7 +133,7 @@ def test_hparams_ranges_are_drawn_per_name_and_default_ranges_come_from_each_bas
     keys = {r.axes["model"]: set(r.hparams) for r in runs}
     assert keys == {"ERM": {"model.lr", "model.weight_decay"},
                     "IRM": {"model.lr", "model.weight_decay", "model.penalty_weight", "model.anneal_steps"},
-                    "GroupDRO": {"model.lr", "model.weight_decay", "model.eta"}}
+                    "GroupDRO": {"model.lr", "model.weight_decay", "model.eta", "model.adjustment"}}
     irm = [r.hparams for r in runs if r.axes["model"] == "IRM"]
     assert all(0.1 <= h["model.penalty_weight"] <= 1e5 and isinstance(h["model.anneal_steps"], int) for h in irm)
 

@@ -42,15 +42,16 @@ def bounded(trainer: dict[str, Any]) -> bool:
 
 def pack_key(config: dict[str, Any]) -> str | None:
     """What runs must share to be packed together (their config without seeds, output and per-model knobs), or
-    None if this run cannot be packed: it must train a baseline of `METHODS` with an `mlp` or `cnn` backbone from
-    a random init, for a number of epochs or steps (optionally until `Plateau`), without validation, checkpoints
-    or other Trainer features, on the CPU, on an environment whose batches need no transform."""
+    None if this run cannot be packed: it must train a baseline of `METHODS` (in a variant its `packs` accepts)
+    with an `mlp` or `cnn` backbone from a random init, for a number of epochs or steps (optionally until
+    `Plateau`), without validation, checkpoints or other Trainer features, on the CPU, on an environment whose
+    batches need no transform."""
     model, trainer = config["model"], config["trainer"]
     changed = {k for k, v in trainer.items() if k in LIGHTNING_DEFAULTS and v != LIGHTNING_DEFAULTS[k]}
     method = METHODS.get(load(model["class_path"]))
     callbacks = trainer.get("callbacks") or []
-    if (method is None or model["init_args"].get("arch") not in PACKABLE_ARCHS
-            or model["init_args"].get("init_ckpt") is not None
+    if (method is None or not method.packs(model["init_args"])
+            or model["init_args"].get("arch") not in PACKABLE_ARCHS or model["init_args"].get("init_ckpt") is not None
             or changed - PACKABLE or trainer.get("limit_val_batches") != 0
             or any(not isinstance(c, dict) or c.get("class_path") not in PACKABLE_CALLBACKS for c in callbacks)
             or trainer.get("enable_checkpointing") is not False or trainer.get("accelerator") not in ("auto", "cpu")
