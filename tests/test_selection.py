@@ -187,7 +187,7 @@ def test_one_class_on_control_runs_reads_the_demonstrations_and_the_closed_loop(
     assert one_class(res({0: 0.56, 1: 0.77, 2: 1.0, 3: 0.98}, {0: 0.71, 1: 0.35, 2: 0.8, 3: 0.96})) is None
 
 
-def test_a_sweep_of_degenerate_runs_only_is_reported_as_such(tmp_path):
+def test_a_sweep_of_degenerate_runs_only_is_reported_as_such(tmp_path, capsys):
     """Every run of this control sweep predicts one action (one gradient step, as the report test's tiny braking
     sweep once trained): the report says so and lists them, and fits nothing, rather than failing on an empty
     selection."""
@@ -209,3 +209,5 @@ def test_a_sweep_of_degenerate_runs_only_is_reported_as_such(tmp_path):
     assert "| braking | ERM | 114 | 1,000 | 0 | 0 | 0.667 | no |" in table
     assert "| braking | Oracle | 354 | 1,000 | 1 | 1 | 0.667 | no |" in table
     assert pd.read_csv(sweep / "fits.csv").empty and (sweep / "selected.csv").exists()
+    run_cli("plot", str(sweep))
+    assert "figures: none: all 8 selected runs predict one class" in capsys.readouterr().out
