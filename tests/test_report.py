@@ -79,6 +79,7 @@ def test_keys_parse_into_stage_env_role_metric_and_correlation():
     assert parse_key("test/acc_avg") == ("test", "all", "", "acc_avg", None)
 
 
+@pytest.mark.slow  # trains 16 small policies for 25 to 50 steps each (about a minute of CPU)
 def test_report_of_a_control_sweep_fits_the_closed_loop_return(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # Long enough to learn: one epoch (one gradient step on 80 to 160 samples) left every policy braking always or
