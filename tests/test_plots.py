@@ -54,6 +54,6 @@ def test_id_vs_ood_marks_the_training_set_size_and_one_regime_gets_no_regime_lab
     assert facet(runs) is None
     grid = id_vs_ood(runs, None)
     entries = [t.get_text() for t in grid.legend.get_texts()]
-    assert {"training samples", "500", "2000", "parameters"} <= set(entries)
+    assert {"training samples", "500", "2k", "parameters"} <= set(entries)  # counts in k and M
     assert all(ax.get_title() == "" for ax in grid.axes.flat)  # no "all"
     assert grid.caption.startswith("Held fixed: nothing (every run).")

@@ -155,9 +155,59 @@ def test_a_degenerate_run_is_reported_and_left_out_of_the_points(tmp_path):
     report = (sweep / "report.md").read_text()
     verdict = report.split("## Verdict")[1].split("\n## ")[0]
     assert "17 selected runs (of the sweep file as last run, 1 degenerate left out)" in verdict
-    assert ("**Warning: 1 of 18 selected runs are degenerate: they predict one class on every test group (ID "
+    assert ("**Warning: 1 of 18 selected runs is degenerate: it predicts one class on every test group (ID "
             "accuracy at that class's prior, reliance 0); 1 of them is recorded as converged") in verdict
     assert "| confounded | Oracle | 76 | 1,000 | 0 | 0 | 0.594 | yes |" in report.split("## Degenerate runs")[1]
     points = report.split("## Endpoints at each model size")[1].split("\n## ")[0]
     assert "| confounded | Oracle | 76 | 0.750 | 0.740 | 0.700 |" in points  # not (0.594 + 2 * 0.75) / 3
     assert "| confounded | ERM | 76 | 0.850 | 0.300 | 0.200 |" in points
+
+
+def braking_metrics(demos: dict[int, float], closed_loop: dict[int, float]) -> dict[str, float]:
+    """A Braking run's group accuracies (g = action * 2 + light): on the demonstrations (train, id) and on the
+    closed loop, where a policy visits only some groups."""
+    out = aggregate_metrics(0.667, 0.5, 0.0, 0.0)
+    for env in ("train:corr=0.91", "id:corr=0.91"):
+        out |= {f"test/{env}/acc_g{g}": acc for g, acc in demos.items()}
+    return out | {f"test/ood:closed_loop/acc_g{g}": acc for g, acc in closed_loop.items()}
+
+
+def test_one_class_on_control_runs_reads_the_demonstrations_and_the_closed_loop():
+    """The report's control sweep of one gradient step (each policy always brakes or never does, as the
+    unflagged test trained them) is one class; a light-copying policy that never brakes in its own closed loop
+    but predicts both actions on the demonstrations is not; a policy that learnt the distance is not."""
+    from testbed.analysis.collect import one_class
+
+    def res(demos, closed_loop):
+        return {"metrics": braking_metrics(demos, closed_loop), "n_classes": 2, "n_attr": 2}
+
+    assert one_class(res({0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}, {0: 1.0, 2: 0.0})) == 0  # never brakes
+    assert one_class(res({0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0}, {0: 0.0, 1: 0.0})) == 1  # always brakes
+    assert one_class(res({0: 1.0, 1: 0.0, 2: 0.0, 3: 1.0}, {0: 1.0, 2: 0.0})) is None  # copies the light
+    assert one_class(res({0: 0.56, 1: 0.77, 2: 1.0, 3: 0.98}, {0: 0.71, 1: 0.35, 2: 0.8, 3: 0.96})) is None
+
+
+def test_a_sweep_of_degenerate_runs_only_is_reported_as_such(tmp_path, capsys):
+    """Every run of this control sweep predicts one action (one gradient step, as the report test's tiny braking
+    sweep once trained): the report says so and lists them, and fits nothing, rather than failing on an empty
+    selection."""
+    sweep = tmp_path / "drive"
+    for width, params in ((8, 114), (16, 354)):
+        for seed in range(2):
+            never = {0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}, {0: 1.0, 2: 0.0}
+            always = {0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0}, {0: 0.0, 1: 0.0}
+            for baseline in ("ERM", "Oracle"):
+                write_run(sweep, f"{baseline}-{width}-{seed}", baseline=baseline, seed=seed, width=width,
+                          params=params, metrics=braking_metrics(*(always if seed else never)), converged=False,
+                          regime="braking", n_attr=2)
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    report = (sweep / "report.md").read_text()
+    verdict = report.split("## Verdict")[1].split("\n## ")[0]
+    assert "all 8 selected runs (of the sweep file as last run) are degenerate" in verdict
+    table = report.split("## Degenerate runs")[1].split("\n## ")[0]
+    assert "| braking | ERM | 114 | 1,000 | 0 | 0 | 0.667 | no |" in table
+    assert "| braking | Oracle | 354 | 1,000 | 1 | 1 | 0.667 | no |" in table
+    assert pd.read_csv(sweep / "fits.csv").empty and (sweep / "selected.csv").exists()
+    run_cli("plot", str(sweep))
+    assert "figures: none: all 8 selected runs predict one class" in capsys.readouterr().out

@@ -203,6 +203,12 @@ def budget_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("trainer.")]
 
 
+def budget_varies(runs: pd.DataFrame) -> bool:
+    """Whether a compute-budget axis takes more than one value: only then do FLOPs vary apart from the model and
+    the data, and a fit or figure against FLOPs says something the parameter and data ones do not."""
+    return any(runs[c].nunique() > 1 for c in budget_columns(runs))
+
+
 def along(runs: pd.DataFrame, axis: str, by: str | None = "regime") -> pd.DataFrame:
     """The runs (one row each) that measure one scale axis, every other scale held at its largest value in each
     group of `by` (a regime, or a figure's facet): parameters and training samples at the largest budget; FLOPs

@@ -116,22 +116,32 @@ def line_figure(runs: pd.DataFrame, lines: list[Line], path: Path) -> list[Path]
     return save(fig, path)
 
 
-def probe_figure(runs: pd.DataFrame, axis: str, path: Path) -> list[Path]:
+def probe_axes(runs: pd.DataFrame, axis: str) -> plt.Figure:
     """OOD worst-group accuracy of the trained head (solid) and of a fresh group-balanced linear probe on the
-    frozen features (dashed) against scale, per regime, mean over seeds."""
+    frozen features (dashed) against scale, per regime: mean over seeds with its 95% t interval held in [0, 1]
+    (`t_bars`, as in every figure)."""
     regimes = sorted(runs["regime"].unique())
     colour = colours(sorted(runs["baseline"].unique()))
     fig, axes = plt.subplots(1, len(regimes), figsize=(4.2 * len(regimes), 3.2), squeeze=False, sharey=True)
     for ax, regime in zip(axes[0], regimes):
         for baseline, group in runs[runs["regime"] == regime].groupby("baseline"):
-            means = group.groupby(axis)[["acc_wg", "probe/acc_wg"]].mean().reset_index()
-            ax.plot(means[axis], means["acc_wg"], "o-", ms=3, color=colour[baseline], label=f"{baseline} head")
-            ax.plot(means[axis], means["probe/acc_wg"], "s--", ms=3, color=colour[baseline],
-                    label=f"{baseline} probe")
+            for metric, fmt, what in (("acc_wg", "o-", "head"), ("probe/acc_wg", "s--", "probe")):
+                points = group.dropna(subset=[metric]).groupby(axis)[metric]
+                if not len(points):
+                    continue
+                bars = np.array([t_bars(v, (0.0, 1.0)) for _, v in points])
+                ax.errorbar(list(points.groups), bars[:, 0], yerr=bars[:, 1:].T, fmt=fmt, ms=3, capsize=2,
+                            color=colour[baseline], label=f"{baseline} {what}")
         ax.set_xscale("log")
         ax.set_title(f"regime: {regime}")
         ax.set_xlabel(AXIS_LABELS[axis])
     axes[0, 0].set_ylabel("OOD worst-group accuracy")
-    axes[0, -1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[0, -1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left",
+                       title="mean over seeds,\nbars: 95% t interval\nheld in [0, 1]", title_fontsize=7)
     fig.tight_layout()
-    return save(fig, path)
+    return fig
+
+
+def probe_figure(runs: pd.DataFrame, axis: str, path: Path) -> list[Path]:
+    """The probe-vs-head figure (`probe_axes`), saved as PNG and PDF."""
+    return save(probe_axes(runs, axis), path)

@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator
 from matplotlib.transforms import offset_copy  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from testbed.analysis.collect import along, budget_columns  # noqa: E402
+from testbed.analysis.collect import along, budget_columns, budget_varies  # noqa: E402
 
 LABELS = {
     "acc_id": "ID accuracy", "acc_avg": "OOD accuracy (pooled)", "acc_wg": "worst-group acc. (OOD)",
@@ -144,18 +144,49 @@ def curves(runs: pd.DataFrame, x: str, metrics: list[str], col: str | None, kind
     return grid
 
 
+def short(v: float) -> str:
+    """A count as a legend reads it: 76, 818, 20.9k, 1.1M, 3.4B."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def count_labels(values: pd.Series) -> dict[float, str]:
+    """Each distinct count's legend label (`short`), in increasing order; full digits where two would read alike."""
+    labels = {v: short(v) for v in sorted(values.unique())}
+    return labels if len(set(labels.values())) == len(labels) else {v: f"{v:,.0f}" for v in labels}
+
+
+MARKER_AREA = (15.0, 200.0)  # points^2 of the smallest and the largest model's markers
+
+
+def marker_areas(params: pd.Series) -> dict[str, float]:
+    """Each model size's marker area, by its label: linear in log parameters between MARKER_AREA, so that sizes
+    a decade apart look a decade apart (linear in parameters, 76 and 20,866 both look small next to a million)."""
+    labels = count_labels(params)
+    low, high = math.log10(min(labels)), math.log10(max(labels))
+    return {label: MARKER_AREA[0] + ((math.log10(p) - low) / (high - low) if high > low else 1.0)
+            * (MARKER_AREA[1] - MARKER_AREA[0]) for p, label in labels.items()}
+
+
 def id_vs_ood(runs: pd.DataFrame, col: str | None, y: str = "acc_avg") -> sns.FacetGrid:
-    """One point per run: colour the baseline, size the model, marker the training-set size."""
-    data = runs.assign(**{LABELS["params"]: runs["params"], LABELS["n_train"]: runs["n_train"]})
+    """One point per run: colour the baseline, size the model (area linear in log parameters), marker the
+    training-set size; the legend reads the counts in k and M."""
+    areas, data_labels = marker_areas(runs["params"]), count_labels(runs["n_train"])
+    data = runs.assign(**{LABELS["params"]: runs["params"].map(count_labels(runs["params"])),
+                          LABELS["n_train"]: runs["n_train"].map(data_labels)})
     grid = sns.relplot(data=data, x="acc_id", y=y, hue="baseline", hue_order=sorted(runs.baseline.unique()),
-                       size=LABELS["params"], style=LABELS["n_train"], col=col, col_order=order(runs, col),
-                       height=3.2, alpha=0.75, facet_kws={"margin_titles": False})
+                       size=LABELS["params"], sizes=areas, size_order=list(areas), style=LABELS["n_train"],
+                       style_order=list(data_labels.values()), col=col, col_order=order(runs, col), height=3.2,
+                       alpha=0.75, facet_kws={"margin_titles": False})
     for ax in grid.axes.flat if y == "acc_avg" else []:  # y = x: no gap
         ax.axline((0.5, 0.5), slope=1, color="gray", linestyle="--", linewidth=1)
     grid.set_axis_labels(LABELS["acc_id"], LABELS[y])
     label_facets(grid, col, rows=False)
     dashed = "; dashed: y = x (no OOD gap)" if y == "acc_avg" else ""
-    grid.caption = f"Held fixed: nothing (every run). Each point is one run{dashed}."
+    grid.caption = (f"Held fixed: nothing (every run). Each point is one run{dashed}; marker area grows with "
+                    "log parameters.")
     return grid
 
 
@@ -188,8 +219,9 @@ def plot_sweep(sweep_dir: Path, runs: pd.DataFrame) -> list[Path]:
     if runs["n_train"].nunique() > 1:
         paths += save(curves(along(runs, "n_train", col), "n_train", ACCURACY, col),
                       "Accuracy vs training-set size (largest model)", figures / "scaling_data")
-    paths += save(curves(runs, "flops", ACCURACY, col, kind="scatter"),
-                  "Accuracy vs training compute (every run)", figures / "scaling_flops")
+    if budget_varies(runs):  # else FLOPs follow the model and the data, drawn above
+        paths += save(curves(runs, "flops", ACCURACY, col, kind="scatter"),
+                      "Accuracy vs training compute (every run)", figures / "scaling_flops")
     paths += save(id_vs_ood(runs, col), "ID vs OOD accuracy", figures / "id_vs_ood")
     if any(m in runs for m in RELIANCE) and runs["params"].nunique() > 1:
         paths += save(curves(along(runs, "params", col), "params", RELIANCE, col),

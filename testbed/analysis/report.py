@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.collect import along, budget_columns
+from testbed.analysis.collect import along, budget_columns, budget_varies
 from testbed.analysis.continual import continual_lines
 from testbed.analysis.dose import CONTROL, ONLINE, dose_numbers, read_runs, render_dose
 from testbed.analysis.endpoints import (
@@ -62,7 +62,7 @@ from testbed.files import write_atomic
 
 AXES = {"params": ("parameters", "at the largest training set and budget"),
         "n_train": ("training samples", "at the largest model and budget"),
-        "flops": ("FLOPs", "varying the budget at the largest model and training set, else over every run")}
+        "flops": ("FLOPs", "varying the budget at the largest model and training set")}
 COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
            "closing_scale", "closing_low", "closing_high", "verdict"]
 CEILING_SHARE = 0.95  # a reference below 95% of the invariant ceiling is undertrained
@@ -92,19 +92,39 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
     rows, fits = [], {}
     for metric in endpoints(runs):
         data = runs.dropna(subset=[metric])  # before the views: a view of NaN rows would fit nothing
-        for axis in AXES:
+        for axis in fitted_axes(runs):
             view = along(data, axis)
             for (regime, baseline), group in view.groupby(["regime", "baseline"]):
                 if group[axis].nunique() < 2:
                     continue
                 fit, word, reason = judge(group, axis, metric, baseline == reference, bootstrap)
                 fits[(regime, baseline, axis, metric)] = fit
+                m_inf, m_inf_low, m_inf_high = asymptote(fit)
                 rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
-                             "form": fit.form, "slope": fit.slope, "m_inf": fit.m_inf, "m_inf_low": fit.m_inf_low,
-                             "m_inf_high": fit.m_inf_high, "closing_scale": fit.closing_scale,
+                             "form": fit.form, "slope": fit.slope, "m_inf": m_inf, "m_inf_low": m_inf_low,
+                             "m_inf_high": m_inf_high, "closing_scale": fit.closing_scale,
                              "closing_low": fit.closing_low, "closing_high": fit.closing_high, "verdict": word,
                              "reason": reason, "fit": fit})
     return pd.DataFrame(rows), fits
+
+
+def held(axis: str, runs: pd.DataFrame) -> str:
+    """What a view along `axis` holds at its largest: the budget only where one is swept."""
+    return AXES[axis][1] if budget_varies(runs) else AXES[axis][1].replace(" and budget", "")
+
+
+def fitted_axes(runs: pd.DataFrame) -> list[str]:
+    """The scale axes fitted against: parameters and training samples, and FLOPs only where a budget axis is
+    swept (without one, FLOPs follow the model and the data, and a fit against them repeats those fits)."""
+    return [a for a in AXES if a != "flops" or budget_varies(runs)]
+
+
+def asymptote(fit: Fit) -> tuple[float, float, float]:
+    """The fitted level `m_inf` with its interval, for the saturating power law only: the log-linear form has no
+    asymptote, and the power law's `m_inf` refitted beside it means nothing there."""
+    if fit.form != "power law":
+        return np.nan, np.nan, np.nan
+    return fit.m_inf, fit.m_inf_low, fit.m_inf_high
 
 
 def sizes(values: pd.Series, what: str, unit: str) -> str:
@@ -120,10 +140,11 @@ def scale(v: float) -> str:
 
 def detail_table(sub: pd.DataFrame) -> list[str]:
     lines = ["| regime | baseline | points | seeds | at smallest | at largest | slope per decade [95% CI] | form | "
-             "m_inf [95% CI] | closing scale [95% CI] | verdict | reason |", "|" + "---|" * 12]
+             "m_inf (power law) [95% CI] | closing scale [95% CI] | verdict | reason |", "|" + "---|" * 12]
     for r in sub.itertuples():
         f: Fit = r.fit
-        m_inf = f"{f.m_inf:.3f} [{f.m_inf_low:.3f}, {f.m_inf_high:.3f}]" if np.isfinite(f.m_inf) else "-"
+        level, low, high = asymptote(f)
+        m_inf = f"{level:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(level) else "-"
         lines.append(f"| {r.regime} | {r.baseline} | {f.points} | {f.seeds} | {f.first:.3f} | {f.last:.3f} | "
                      f"{f.slope:+.3f} [{f.slope_low:+.3f}, {f.slope_high:+.3f}] | {f.form} | {m_inf} | "
                      f"{scale(f.closing_scale)} [{scale(f.closing_low)}, {scale(f.closing_high)}] | "
@@ -224,8 +245,9 @@ def undertrained(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], str | 
                   "measures budget-limited training by design."]
     if not rest:
         return lines, None
-    return lines, (f"{rest} of {int((~capped).sum())} runs at the largest budget did not converge by their criterion "
-                   "(see Undertrained runs): their points measure the budget as much as the scale.")
+    where = " at the largest budget" if budget_varies(runs) else ""
+    return lines, (f"{rest} of {int((~capped).sum())} runs{where} did not converge by their criterion (see "
+                   "Undertrained runs): their points measure the training length as much as the scale.")
 
 
 def degenerate_section(sel: Selected) -> tuple[list[str], str | None]:
@@ -244,9 +266,31 @@ def degenerate_section(sel: Selected) -> tuple[list[str], str | None]:
     total = len(bad) + len(sel.runs)
     note = (f"; {called} of them {'is' if called == 1 else 'are'} recorded as converged, which a train-loss plateau "
             "cannot tell from a constant predictor") if called else ""
-    return lines, (f"**Warning: {len(bad)} of {total} selected runs are degenerate: they predict one class on "
-                   f"every test group (ID accuracy at that class's prior, reliance 0){note}. They are left out of "
-                   "every fit, point, interval and figure, so their points have fewer seeds; see Degenerate runs.**")
+    one = len(bad) == 1
+    return lines, (f"**Warning: {len(bad)} of {total} selected runs {'is' if one else 'are'} degenerate: "
+                   f"{'it predicts' if one else 'they predict'} one class on every test group (ID accuracy at that "
+                   f"class's prior, reliance 0){note}. {'It is' if one else 'They are'} left out of every fit, point, "
+                   f"interval and figure, so {'its' if one else 'their'} points have fewer seeds; see Degenerate "
+                   "runs.**")
+
+
+def degenerate_report(sel: Selected, sweep_dir: Path, all_runs: bool) -> Path:
+    """The report of a sweep whose selected runs all predict one class: it says so, lists them, and fits nothing
+    (an empty fits.csv), so that a sweep too short to learn anything is not read as a result."""
+    save_selection(sel, sweep_dir)
+    write_atomic(sweep_dir / "fits.csv", pd.DataFrame(columns=COLUMNS).to_csv(index=False))
+    bad_lines, _ = degenerate_section(sel)
+    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+           f"Sweep `{sel.degenerate['sweep'].iloc[0]}`: all {len(sel.degenerate)} selected runs "
+           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}) are degenerate: each "
+           "predicts one class on every test group, so nothing is fitted or drawn. Train longer (more epochs or "
+           "steps, a larger learning rate) or wider models; see Degenerate runs.", "",
+           "## Degenerate runs", "", *bad_lines, "",
+           "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+           *choices_table(sel), ""]
+    path = sweep_dir / "report.md"
+    write_atomic(path, "\n".join(out))
+    return path
 
 
 def choices_table(sel: Selected) -> list[str]:
@@ -298,7 +342,7 @@ def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tupl
     axis = next((a for a in AXES if ((sub["axis"] == a) & (sub["metric"] == "probe_confusion_gap")).any()), None)
     if axis is None:
         return [], []
-    out = [f"Against {AXES[axis][0]} ({AXES[axis][1]}). The head gap is the confusion gap of the trained model; the "
+    out = [f"Against {AXES[axis][0]} ({held(axis, runs)}). The head gap is the confusion gap of the trained model; the "
            "feature gap the same for a group-balanced linear probe on its frozen features.", "",
            "| regime | baseline | head gap (smallest -> largest) | head gap | feature gap (smallest -> largest) | "
            "feature gap | reading |", "|---|---|---|---|---|---|---|"]
@@ -316,11 +360,14 @@ def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tupl
     return out, probe_figure(along(runs, axis), axis, figures / "probe_vs_head")
 
 
-def criterion() -> str:
+def criterion(metrics: list[str]) -> str:
+    """The verdict words as the module's docstring defines them, with the numbers filled in: the tolerances of
+    this sweep's endpoints only (a classification sweep has no return shortfall, a sweep with a reference no
+    shortfall from the ceiling)."""
     text = __doc__.split("\n\n", 1)[1].strip()
+    tolerances = ", ".join(f"{SHORT[m]} {TOLERANCE[m]:g}" for m in metrics) or "none (no endpoint to fit)"
     for name, value in (("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
-                        ("ID_TOL", f"{ID_TOL:g}"),
-                        ("TOLERANCES", ", ".join(f"{SHORT[k]} {v:g}" for k, v in TOLERANCE.items()))):
+                        ("ID_TOL", f"{ID_TOL:g}"), ("TOLERANCES", tolerances)):
         text = text.replace(name, value)
     return text
 
@@ -343,6 +390,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     from testbed.analysis.plots import plot_sweep
 
     sel = selected_runs(sweep_dir, all_runs, rule, save=False)
+    if sel.runs.empty:  # every selected run predicts one class: nothing to fit, point at or draw
+        return degenerate_report(sel, sweep_dir, all_runs)
     reference = reference_of(sel.runs, reference)
     save_selection(sel, sweep_dir)
     runs = add_endpoints(sel.runs, sel.axes, reference)
@@ -376,7 +425,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         shown = [m for m in ("spurious_reliance", primary) if m in metrics]
         head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
         out += [f"![headline](figures/{head_fig[0].name})", "",
-                f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({AXES[axis][1]}); lines: the "
+                f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({held(axis, runs)}); lines: the "
                 "chosen fit where one is claimed, dashed where projected (at most one measured span past the largest "
                 "scale); points: mean over seeds with its 95% t interval, held in the endpoint's bounds; dotted: "
                 "the tolerance.*", ""]
@@ -385,29 +434,30 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
             "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
             *choices_table(sel), ""]
     if metrics:
-        out += ["## Endpoints at each model size (largest training set and budget, mean over seeds)", "",
+        out += [f"## Endpoints at each model size ({held('params', runs)[7:]}, mean over seeds)", "",
                 "`ood_gap` (ID - OOD accuracy) is descriptive only: it also shrinks when ID accuracy falls.", "",
                 *point_table(runs, metrics), ""]
-    for axis, (name, held) in AXES.items():
+    for axis, (name, _) in AXES.items():
         for metric in metrics:
             sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
             if len(sub):
                 title = WHAT[metric][0].upper() + WHAT[metric][1:]
-                out += [f"## {title} vs {name} ({held})", "", *detail_table(sub), ""]
+                out += [f"## {title} vs {name} ({held(axis, runs)})", "", *detail_table(sub), ""]
     line_lines, line_fig = line_section(runs, bootstrap, figures)
     out += ["## Accuracy on the line", "", *line_lines, ""]
     out += [f"![accuracy_on_the_line](figures/{line_fig[0].name})", ""] if line_fig else []
     probe_lines, probe_fig = probe_section(rows, runs, figures) if len(rows) else ([], [])
     if probe_lines:
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
-                ""]
+                "", "*OOD worst-group accuracy of the head (solid) and of the probe (dashed); points: mean over seeds "
+                "with its 95% t interval, held in [0, 1].*", ""]
     chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
     dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
     online_lines = render_dose(dose_numbers(ONLINE, dosed), figures)[0] + continual_lines(dosed)
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
     control_lines, _ = render_dose(dose_numbers(CONTROL, dosed), figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
-    out += ["## Criterion", "", criterion(), ""]
+    out += ["## Criterion", "", criterion(metrics), ""]
     if seeds < MIN_SEEDS:
         out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
     others = [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]

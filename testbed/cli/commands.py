@@ -94,6 +94,9 @@ def plot(argv: list[str]) -> None:
     a = _analysis("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
     sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
     print(f"selection: {label(sel.rule)}")
+    if sel.runs.empty:
+        print(f"figures: none: all {len(sel.degenerate)} selected runs predict one class (`testbed report` lists them)")
+        return
     for path in plot_sweep(a.sweep_dir, sel.runs):
         print(f"figure: {path}")
 
