@@ -26,7 +26,7 @@ def test_features_that_carry_the_shape_give_a_probe_near_the_ceiling_whatever_th
     fit.fit(model, datamodule=env)
     train = env.data["train:corr=0.90"]
     f, _, _ = features(model.net[:-1].eval(), env, train, torch.device("cpu"))
-    colour = fit_head(f, train.a, train.a, 2)  # a head fit to predict the colour, not the label
+    colour = fit_head(f, train.a, train.a, 2).head  # a head fit to predict the colour, not the label
     model.net[-1].load_state_dict(colour.state_dict())
     fit.test(model, datamodule=env, verbose=False)
     m = model.results
