@@ -60,6 +60,13 @@ def concat(batches: list[Batch]) -> Batch:
     return batches[0] if len(batches) == 1 else Batch(*(torch.cat(parts) for parts in zip(*batches)))
 
 
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """The seed of one training pass's order: a hash of (seed, epoch), so that no two (seed, epoch) pairs share an
+    order (with `seed + epoch`, seed s + 1 at epoch e replayed seed s at epoch e + 1, correlating the seeds that the
+    intervals treat as independent)."""
+    return zlib.crc32(f"shuffle/{seed}/{epoch}".encode())
+
+
 class TensorLoader:
     """Yields slices of an in-memory `Batch`: no workers, no per-sample collation.
 
@@ -85,7 +92,7 @@ class TensorLoader:
         (packed training replays it for each packed model)."""
         if self.shuffle:
             n = len(self.data.y)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed(self.seed, self.epoch)))
             self.epoch += 1
             index = order[self.lo:self.hi].to(self.data.y.device)
             for i in range(0, len(index), self.batch_size):

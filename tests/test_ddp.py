@@ -1,5 +1,6 @@
 """Distributed evaluation: every test sample is scored exactly once across ranks."""
 
+import re
 import subprocess
 import sys
 
@@ -27,6 +28,9 @@ def test_ddp_evaluation_on_two_cpu_processes_equals_a_single_process(workdir):
         probe = {k: v for k, v in other["metrics"].items() if k.startswith("probe/")}
         assert_same_metrics(head, {k: single["metrics"][k] for k in head})
         # The probe's head is fit again in each process (L-BFGS, with another number of threads): a prediction or two
-        # near its boundary may flip (0.004 each), so its metrics agree to 0.01.
-        assert probe.keys() and probe == pytest.approx({k: single["metrics"][k] for k in probe}, abs=0.01)
+        # near its boundary may flip, 1/257 each on an aggregate (so 0.01), but 1/33 on a group of 33 test samples
+        # (measured: one flip in probe/train:corr=0.80/acc_g2), so per-group accuracies agree to 0.07.
+        assert probe.keys()
+        for key, value in probe.items():
+            assert value == pytest.approx(single["metrics"][key], abs=0.07 if re.search(r"_g\d", key) else 0.01), key
         assert other["metrics"].keys() == single["metrics"].keys()

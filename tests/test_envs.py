@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from testbed.envs import GaussianGroups, SpuriousShapes, SpuriousText
+from testbed.envs.base import Batch, TensorLoader
 from testbed.errors import ConfigError
 
 
@@ -105,3 +106,17 @@ def test_saliency_zero_hides_the_attribute():
 def test_bad_knobs_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):
         SpuriousShapes(**kw)
+
+
+def test_shuffle_orders_of_neighbouring_seeds_do_not_repeat_each_other():
+    """Seed s + 1 at epoch e must not replay seed s at epoch e + 1 (as `seed + epoch` did), nor repeat itself."""
+    data = Batch(*(torch.arange(64),) * 5)
+
+    def orders(seed: int, passes: int) -> list[list[int]]:
+        loader = TensorLoader(data, batch_size=64, shuffle=True, seed=seed)
+        return [next(iter(loader)).y.tolist() for _ in range(passes)]
+
+    first, second = orders(0, 3), orders(1, 3)
+    assert first[1] != second[0] and first[2] != second[1]
+    assert len({tuple(o) for o in first + second}) == 6
+    assert orders(0, 3) == first  # still a function of (seed, epoch) alone

@@ -219,7 +219,7 @@ def test_a_packed_cnn_sweep_with_a_step_budget_and_plateau_stops_each_run_where_
                       "trainer.callbacks": [{"class_path": "testbed.training.budget.Plateau",
                                              "init_args": {"min_delta": 0.002, "patience": 2}}]},
              "axes": {"model": ["ERM", "Oracle"], "trainer.max_steps": [30]},
-             "seeds": [0, 1], "hparams": {"model.lr": [0.01, 0.05]}}
+             "seeds": [0, 1], "hparams": {"model.lr": [0.01, 0.1]}}
     from testbed.sweep.executors import run_sweep
 
     for pack in (True, False):

@@ -39,8 +39,11 @@ def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_in
     assert erm_rel >= 0.8
     assert online.loc[0.0, "reliance"] >= erm_rel - 0.1  # passive keeps ERM's reliance on the colour
     assert online.loc[0.0, "reliance"] + 0.05 >= online.loc[0.3, "reliance"] >= online.loc[1.0, "reliance"] - 0.05
-    assert online.loc[1.0, "reliance"] <= 0.15
-    assert abs(online.loc[1.0, "results"]["metrics"][rev] - oracle_rev) <= 0.07
+    # Measured over seeds 0-2 (and the two shuffle schemes, `seed + epoch` and the hashed one): fraction 1 ends at
+    # reliance 0.12 to 0.19 (the Oracle's own is 0.10 to 0.18), its reversed accuracy 0.009 to 0.083 from the
+    # Oracle's, whose own seed-to-seed range is 0.62 to 0.72.
+    assert online.loc[1.0, "reliance"] <= 0.25
+    assert abs(online.loc[1.0, "results"]["metrics"][rev] - oracle_rev) <= 0.12
     assert online.loc[0.0, "interventions"] == 0 and online.loc[1.0, "interventions"] == BUDGET
     assert abs(online.loc[0.3, "interventions"] - 0.3 * BUDGET) <= 0.01 * BUDGET
     oracle_wg = metric("Oracle", "test/acc_wg").iloc[0]

@@ -71,13 +71,20 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
     online = online_table(read_runs(sweep))
     assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
     assert online.loc[online["fraction"] == 0, "interventions_to_target"].isna().all()  # passive never reaches it
-    need = needed(online).groupby("params")["interventions"].mean()
-    assert need.is_monotonic_decreasing and need.iloc[0] > need.iloc[-1]  # at fraction 0.1, the cheapest dose
+    need = needed(online)
+    assert set(need["fraction"]) == set(FRACTIONS)  # each fraction is its own method: never pooled
+    at = need[need["fraction"] == 1.0].groupby("params")["interventions"].mean()
+    assert at.is_monotonic_decreasing and at.iloc[0] > at.iloc[-1]
+    assert need[need["fraction"] == 0.1].dropna()["params"].unique().tolist() == [1e5]  # only the widest gets there
 
     run_cli("report", str(sweep))
     report = (sweep / "report.md").read_text()
     section = report.split("## Online training", 1)[1].split("\n## ", 1)[0]
-    assert "**Interventions to target vs parameters: larger models need fewer interventions** (x0." in section
+    assert ("**Online(fraction=1): interventions to target vs parameters: larger models need fewer "
+            "interventions** (x0.") in section
+    assert ("**Online(fraction=0.1): interventions to target vs parameters: inconclusive** (the target was reached "
+            "at 1 model size(s); 6 size-seed pair(s) never reached the target and are left out)") in section
+    assert "Online(fraction=0):" not in section  # passive makes no interventions: no trend in them to fit
     assert "decades per decade of parameters [" in section
     assert "reliance on the new attribute vs parameters: does not close** (larger models learn the new" in section
     assert "| 100,000 | 3 | 0.1 |" in section
@@ -99,3 +106,41 @@ def test_online_runs_of_each_fraction_are_their_own_rows_of_the_verdict(tmp_path
     # Passive keeps ERM's worst-group accuracy (0.1): its gap to the Oracle (0.6) is the ERM's, at every width.
     assert gap.loc["Online(fraction=0)", "verdict"] == gap.loc["ERM", "verdict"] == "does not close"
     assert gap.loc["Online(fraction=1)", "verdict"] != "does not close"
+
+
+def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_comes_from_its_selected_draw(
+        tmp_path, monkeypatch):
+    """A second draw of every Online(fraction=1) and Oracle run scores worse on validation but better on test: the
+    Online one reaches the target after 10 interventions, the Oracle's test worst-group accuracy is 0.9. Selection
+    (`id_val`) chooses draw 0 of each, so neither may move the section's numbers."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "runs/online"
+    write_sweep(sweep)
+    for d in [d for d in sweep.iterdir() if d.is_dir()]:
+        run, res = (json.loads((d / name).read_text()) for name in ("run.json", "results.json"))
+        run |= {"draw": 0, "hparams": {"model.lr": 0.001}}
+        res["metrics"]["val/acc_id"] = 0.8
+        (d / "run.json").write_text(json.dumps(run))
+        (d / "results.json").write_text(json.dumps(res))
+        twin = d.parent / f"{d.name}-draw1"
+        if res["model"] == "Oracle" or res.get("online", {}).get("fraction") == 1.0:
+            twin.mkdir()
+            res["metrics"]["val/acc_id"] = 0.5
+            if res["model"] == "Oracle":
+                res["metrics"]["test/acc_wg"] = 0.9
+            else:
+                res["online"]["curve"] = [{"samples": 10, "interventions": 10, "shifted_wg": 0.99}]
+            twin_run = run | {"draw": 1, "hparams": {"model.lr": 0.01}, "id": twin.name}
+            (twin / "run.json").write_text(json.dumps(twin_run))
+            (twin / "results.json").write_text(json.dumps(res))
+            (twin / "done").write_text("")
+    write_manifest(sweep)
+    chosen = online_table(read_runs(sweep, keep={d.name for d in sweep.iterdir() if not d.name.endswith("-draw1")}))
+    expected = needed(chosen)
+    expected = expected[expected["fraction"] == 1.0].groupby("params")["interventions"].mean()
+
+    run_cli("report", str(sweep))
+    section = (sweep / "report.md").read_text().split("## Online training", 1)[1].split("\n## ", 1)[0]
+    assert f"| {ORACLE_WG * 0.95:.3f} |" in section and f"| {0.9 * 0.95:.3f} |" not in section
+    for params, value in expected.items():
+        assert value > 10 and f"| {params:,} | 1 | {0.95 * ORACLE_WG:.3f} | {value:,.0f} |" in section

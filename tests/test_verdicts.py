@@ -202,3 +202,14 @@ def test_the_tolerance_is_no_finer_than_the_measurement_and_the_form_is_refitted
     y = 0.4 - 0.1 * np.log10(x / 1e3) + np.random.default_rng(1).normal(0, 0.03, len(x))
     refit = fit_trend(x, y, 0.02, bootstrap=300)
     assert refit.form == "log-linear" and 0.05 < refit.power_share < 0.95
+
+
+def test_two_runs_of_one_seed_count_as_one_seed():
+    """Fit.seeds counts distinct seeds: six runs per point from two seeds (say, two runs that differ in something
+    the condition does not name) are two seeds, short of MIN_SEEDS, not six."""
+    x = np.repeat([1e2, 1e3, 1e4], 6)
+    y = 0.5 - 0.1 * np.log10(x) + np.tile([0.0, 0.01, -0.01, 0.0, 0.01, -0.01], 3)
+    runs_only = fit_trend(x, y, 0.02)
+    counted = fit_trend(x, y, 0.02, seeds=np.tile([0, 0, 0, 1, 1, 1], 3))
+    assert runs_only.seeds == 6 and counted.seeds == 2 < fits.MIN_SEEDS
+    assert fits.verdict(counted, 0.02, "parameters")[0] == "inconclusive"

@@ -7,8 +7,10 @@ well as masked cloning (the Oracle), and whether larger policies need fewer.
 - **Expert labels to target**: the target is TARGET_SHARE of the Oracle's mean `test/return_norm` at the same
   scale point (the Oracle runs' axis values, e.g. width and regime). A run's expert labels to target are those at
   the first point of its online curve (the policy after each round, on the deployment's test episodes) whose
-  return over the expert's reaches it. The fewest over the swept fractions per size and seed are fitted as
-  `log10(1 + labels)` against parameters, with the verdict words of the "Online training" section
+  return over the expert's reaches it. Each fraction above 0 is fitted on its own (choosing the fewest labels over
+  the fractions would pick the dose by its test curve) as `log10(1 + labels)` against parameters, from the runs of
+  the draws the report's selection rule chose (the Oracle's included), with the verdict words of the "Online
+  training" section
   (`testbed.analysis.online_report.intervention_verdict`). Where the Oracle's mean return over the expert's is not
   positive (it crashes more than it earns: undertrained) there is no target, and that size is left out and said.
 
@@ -52,10 +54,10 @@ def dagger_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def labels_needed(dagger: pd.DataFrame) -> pd.DataFrame:
-    """Per regime, policy size and seed: the fewest expert labels to target over the fractions tried (NaN where
-    none reached it)."""
-    return dagger.groupby(["regime", "params", "seed"], as_index=False).agg(
-        expert_labels=("labels_to_target", "min"), target=("target", "mean"))
+    """Per regime, fraction, policy size and seed: the expert labels to target (NaN where it was not reached);
+    fractions are never pooled."""
+    return dagger.groupby(["regime", "fraction", "params", "seed"], as_index=False).agg(
+        expert_labels=("labels_to_target", "mean"), target=("target", "mean"))
 
 
 def control_figure(dagger: pd.DataFrame, regime: str, path: Path) -> list[Path]:
@@ -94,9 +96,11 @@ def control_figure(dagger: pd.DataFrame, regime: str, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def control_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> tuple[list[str], list[Path]]:
-    """The section's lines and figures; none if the sweep has no DAgger runs."""
-    runs = read_runs(sweep_dir, all_runs)
+def control_section(sweep_dir: Path, figures: Path, all_runs: bool = False,
+                    keep: set[str] | None = None) -> tuple[list[str], list[Path]]:
+    """The section's lines and figures, from the runs in `keep` (the selected runs' ids; all if None); none if
+    the sweep has no DAgger runs."""
+    runs = read_runs(sweep_dir, all_runs, keep)
     dagger = dagger_table(runs) if not runs.empty else runs
     if dagger.empty:
         return [], []
@@ -110,22 +114,24 @@ def control_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> t
         sub = dagger[dagger["regime"] == regime]
         untargeted = sorted(sub.loc[sub["target"].isna(), "params"].unique())
         need = labels_needed(sub[sub["target"].notna()])
-        word, reason, _ = intervention_verdict(need, "expert_labels")
-        if untargeted:
-            reason += (f"; no target at {', '.join(f'{p:,}' for p in untargeted)} parameters, where the Oracle's "
-                       "return over the expert's is not positive (or the Oracle is missing)")
-        out += [f"### Regime {regime}", "", f"**Expert labels to target vs parameters: {word}** ({reason}).", "",
-                "| parameters | seeds | fraction | expert labels | return / expert's | crashes per episode | "
+        note = (f"; no target at {', '.join(f'{p:,}' for p in untargeted)} parameters, where the Oracle's return over "
+                "the expert's is not positive (or the Oracle is missing)") if untargeted else ""
+        out += [f"### Regime {regime}", ""]
+        for fraction, at in need[need["fraction"] > 0].groupby("fraction"):
+            word, reason, _ = intervention_verdict(at, "expert_labels")
+            out += [f"**DAgger(fraction={fraction:g}): expert labels to target vs parameters: {word}** "
+                    f"({reason}{note}).", ""]
+        out += ["| parameters | seeds | fraction | expert labels | return / expert's | crashes per episode | "
                 "reliance | reached target |", "|---|---|---|---|---|---|---|---|"]
         for (params, fraction), g in sub.groupby(["params", "fraction"]):
             out.append(f"| {params:,} | {len(g)} | {fraction:g} | {g['expert_labels'].mean():,.0f} | "
                        f"{g['return_norm'].mean():.3f} | {g['crash_rate'].mean():.2f} | {g['reliance'].mean():.3f} | "
                        f"{g['labels_to_target'].notna().sum()}/{len(g)} |")
-        out += ["", "| parameters | target | expert labels to target (fewest over fractions, mean) | "
-                "seeds that reached it |", "|---|---|---|---|"]
-        for params, g in need.groupby("params"):
+        out += ["", "| parameters | fraction | target | expert labels to target (mean) | seeds that reached it |",
+                "|---|---|---|---|---|"]
+        for (params, fraction), g in need.groupby(["params", "fraction"]):
             hit = g["expert_labels"].dropna()
-            out.append(f"| {params:,} | {g['target'].mean():.3f} | "
+            out.append(f"| {params:,} | {fraction:g} | {g['target'].mean():.3f} | "
                        + (f"{hit.mean():,.0f}" if len(hit) else "-") + f" | {len(hit)}/{len(g)} |")
         fig = control_figure(dagger, regime, figures / f"control_dose_{regime}")
         figs += fig

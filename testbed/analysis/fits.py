@@ -49,7 +49,7 @@ class Fit:
     last_low: float
     last_high: float
     points: int
-    seeds: int  # the fewest runs at any scale point
+    seeds: int  # the fewest distinct seeds (without them, runs) at any scale point
     x_min: float
     x_max: float
     intercept: float  # log-linear a
@@ -153,11 +153,13 @@ def closing(form: str, tol: float, x_min: float, intercept, slope, m_inf, amp, a
 
 
 def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap: int | None = None,
-              bounds: tuple[float, float] = (-1.0, 1.0)) -> Fit:
+              bounds: tuple[float, float] = (-1.0, 1.0), seeds: np.ndarray | None = None) -> Fit:
     """Both forms through (scale, endpoint) pairs, one pair per run, with bootstrap intervals over the runs
-    at each scale point; `bounds`: where the endpoint lives (a gap in [-1, 1], a reliance in [0, 1])."""
+    at each scale point; `bounds`: where the endpoint lives (a gap in [-1, 1], a reliance in [0, 1]); `seeds`:
+    each run's seed, so that `Fit.seeds` counts distinct seeds (two runs of one seed are not two seeds)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     levels = np.unique(x)
+    fewest = int(min(len(np.unique(np.asarray(seeds)[x == v])) for v in levels)) if seeds is not None else None
     groups = [y[x == v] for v in levels]
     w = np.array([len(g) for g in groups], dtype=float)
     means = np.array([g.mean() for g in groups])
@@ -204,7 +206,8 @@ def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap
               first=float(means[0]), last=float(means[-1]),
               last_low=float(np.clip(np.percentile(boot[:, -1], 2.5), *bounds)),
               last_high=float(np.clip(np.percentile(boot[:, -1], 97.5), *bounds)), points=len(levels),
-              seeds=int(w.min()), x_min=float(levels[0]), x_max=float(levels[-1]), intercept=a0, amplitude=amp0,
+              seeds=int(w.min()) if fewest is None else fewest, x_min=float(levels[0]), x_max=float(levels[-1]),
+              intercept=a0, amplitude=amp0,
               alpha=alpha0, end=np.nan, end_low=float(np.percentile(end_b, 2.5)),
               end_high=float(np.percentile(end_b, 97.5)), tolerance=tol_eff, power_share=float(power_b.mean()),
               bounds=bounds)

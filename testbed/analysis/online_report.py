@@ -3,16 +3,19 @@ fine-tuning learns the new spurious correlation at every size.
 
 - **Dose-response** (`Online` runs, usually a stage from the same-scale ERM run): final shifted worst-group accuracy
   and spurious reliance against the interventions each run made, one line per model size.
+- **Selection**: only the runs of the draws the report's selection rule chose (`testbed.analysis.select`, on
+  validation metrics) count, the Oracle's included, so its target comes from its selected draw. Each fraction is
+  its own method (`Online(fraction=f)`), fitted on its own: taking the fewest interventions over the fractions
+  would choose the dose by its test curve.
 - **Interventions to target**: the target is TARGET_SHARE of the Oracle's shifted worst-group accuracy
-  (`test/acc_wg`, mean over its runs) at the same scale point (the Oracle runs' axis values, e.g. width and
-  regime). A run's interventions (and samples) to target are those at the first point of its online curve whose
-  pooled shifted worst-group accuracy reaches it. At each scale point and seed the fewest over the swept
-  fractions count (the best dose tried); a seed where no fraction reaches the target is left out and counted.
-  `log10(1 + interventions)` is fitted against parameters (log-linear, bootstrap over seeds:
-  `testbed.analysis.fits`), and the slope, in decades of interventions per decade of parameters, gives the
-  verdict: **larger models need fewer interventions** (its interval below 0), **larger models need more** (above 0),
-  **no credible change** (the interval holds 0 and lies within +-FLAT), else **inconclusive** (also with fewer than
-  MIN_POINTS sizes or MIN_SEEDS seeds).
+  (`test/acc_wg`, mean over its selected runs) at the same scale point (the Oracle runs' axis values, e.g. width
+  and regime). A run's interventions (and samples) to target are those at the first point of its online curve
+  whose pooled shifted worst-group accuracy reaches it; a seed that never reaches it is left out and counted.
+  For each fraction above 0 (passive learning makes no interventions), `log10(1 + interventions)` is fitted
+  against parameters (log-linear, bootstrap over seeds: `testbed.analysis.fits`), and the slope, in decades of
+  interventions per decade of parameters, gives the verdict: **larger models need fewer interventions** (its
+  interval below 0), **larger models need more** (above 0), **no credible change** (the interval holds 0 and lies
+  within +-FLAT), else **inconclusive** (also with fewer than MIN_POINTS sizes or MIN_SEEDS seeds).
 - **Continual fine-tuning** (`ContinualFinetune` runs): each phase's spurious reliance on that phase's own
   attribute at the phase's end, per model size; the phase that brings a new attribute (`spurious_feature`
   changed; else the last) is fitted against parameters with the report's criterion for reliance (tolerance
@@ -36,10 +39,13 @@ FLAT = 0.25  # decades of interventions per decade of parameters (a factor of 1.
 OWN = {"run", "stage", "parent", "baseline", "seed", "params", "n_train", "results"}
 
 
-def read_runs(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
-    """One row per finished run: its axes (columns), stage, baseline, seed, parameters and results.json."""
+def read_runs(sweep_dir: Path, all_runs: bool = False, keep: set[str] | None = None) -> pd.DataFrame:
+    """One row per finished run (of those in `keep`, the selected runs' ids, if given): its axes (columns),
+    stage, baseline, seed, parameters and results.json."""
     rows = []
     for d in current_runs(sweep_dir, all_runs):
+        if keep is not None and d.name not in keep:
+            continue
         try:
             run, res = (json.loads((d / name).read_text()) for name in ("run.json", "results.json"))
         except (OSError, ValueError):
@@ -98,11 +104,11 @@ def online_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def needed(online: pd.DataFrame) -> pd.DataFrame:
-    """Per regime, model size and seed: the fewest interventions (and samples) to target over the fractions tried;
-    NaN where no fraction reached it."""
-    keys = ["regime", "params", "seed"]
-    return online.groupby(keys, as_index=False).agg(interventions=("interventions_to_target", "min"),
-                                                    samples=("samples_to_target", "min"),
+    """Per regime, fraction, model size and seed: the interventions (and samples) to target (mean over the runs
+    there, NaN where none reached it). Fractions are never pooled: each is its own method."""
+    keys = ["regime", "fraction", "params", "seed"]
+    return online.groupby(keys, as_index=False).agg(interventions=("interventions_to_target", "mean"),
+                                                    samples=("samples_to_target", "mean"),
                                                     target=("target", "mean"))
 
 
@@ -180,9 +186,11 @@ def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def online_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> tuple[list[str], list[Path]]:
-    """The section's lines and figures; none if the sweep has no Online or ContinualFinetune runs."""
-    runs = read_runs(sweep_dir, all_runs)
+def online_section(sweep_dir: Path, figures: Path, all_runs: bool = False,
+                   keep: set[str] | None = None) -> tuple[list[str], list[Path]]:
+    """The section's lines and figures, from the runs in `keep` (the selected runs' ids; all if None); none if
+    there are no Online or ContinualFinetune runs."""
+    runs = read_runs(sweep_dir, all_runs, keep)
     if runs.empty:
         return [], []
     online, continual = online_table(runs), continual_table(runs)
@@ -198,19 +206,23 @@ def online_section(sweep_dir: Path, figures: Path, all_runs: bool = False) -> tu
                    "points, so no target can be resolved**."), ""]
         for regime in sorted(online["regime"].unique()):
             sub, need = online[online["regime"] == regime], needed(online[online["regime"] == regime])
-            word, reason, _ = intervention_verdict(need)
-            out += [f"### Regime {regime}", "", f"**Interventions to target vs parameters: {word}** ({reason}).", "",
-                    "| parameters | seeds | fraction | interventions | shifted wg acc | reliance | reached target |",
+            out += [f"### Regime {regime}", ""]
+            for fraction, at in need[need["fraction"] > 0].groupby("fraction"):
+                word, reason, _ = intervention_verdict(at)
+                out.append(f"**Online(fraction={fraction:g}): interventions to target vs parameters: {word}** "
+                           f"({reason}).")
+                out.append("")
+            out += ["| parameters | seeds | fraction | interventions | shifted wg acc | reliance | reached target |",
                     "|---|---|---|---|---|---|---|"]
             for (params, fraction), g in sub.groupby(["params", "fraction"]):
                 out.append(f"| {params:,} | {len(g)} | {fraction:g} | {g['interventions'].mean():,.0f} | "
                            f"{g['shifted_wg'].mean():.3f} | {g['reliance'].mean():.3f} | "
                            f"{g['interventions_to_target'].notna().sum()}/{len(g)} |")
-            out += ["", "| parameters | target | interventions to target (fewest over fractions, mean) | "
-                    "samples to target (fewest, mean) | seeds that reached it |", "|---|---|---|---|---|"]
-            for params, g in need.groupby("params"):
+            out += ["", "| parameters | fraction | target | interventions to target (mean) | samples to target "
+                    "(mean) | seeds that reached it |", "|---|---|---|---|---|---|"]
+            for (params, fraction), g in need.groupby(["params", "fraction"]):
                 hit = g.dropna(subset=["interventions"])
-                out.append(f"| {params:,} | {g['target'].mean():.3f} | "
+                out.append(f"| {params:,} | {fraction:g} | {g['target'].mean():.3f} | "
                            + (f"{hit['interventions'].mean():,.0f} | {hit['samples'].mean():,.0f}" if len(hit)
                               else "- | -") + f" | {len(hit)}/{len(g)} |")
             fig = dose_figure(online, regime, figures / f"online_dose_{regime}")

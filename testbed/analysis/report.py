@@ -75,7 +75,7 @@ def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
     """The fit of one endpoint against one axis for one regime and baseline (one row per run), its verdict word
     and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly this function."""
     fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric], bootstrap=bootstrap,
-                    bounds=BOUNDS[metric])
+                    bounds=BOUNDS[metric], seeds=group["seed"].to_numpy())
     word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
     guard = id_guard(group, axis, is_reference)
     if is_reference and metric in ("confusion_gap", "probe_confusion_gap"):
@@ -371,9 +371,10 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     if probe_lines:
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
                 ""]
-    online_lines, _ = online_section(sweep_dir, figures, all_runs)  # Online / ContinualFinetune runs (issue 14)
+    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
+    online_lines, _ = online_section(sweep_dir, figures, all_runs, chosen)  # Online, ContinualFinetune (issue 14)
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
-    control_lines, _ = control_section(sweep_dir, figures, all_runs)  # DAgger runs: expert labels (issue 14)
+    control_lines, _ = control_section(sweep_dir, figures, all_runs, chosen)  # DAgger: expert labels (issue 14)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
     out += ["## Criterion", "", criterion(), ""]
     if seeds < MIN_SEEDS:
