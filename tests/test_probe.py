@@ -8,7 +8,7 @@ from torch import Tensor
 
 from testbed.baselines import ERM, Oracle
 from testbed.envs import Batch, EnvSpec, ShiftedEnv, SpuriousShapes
-from testbed.training.probe import features, fit_head
+from testbed.training.probe import features, fit_head, l1_logistic
 
 
 def trainer(epochs: int) -> L.Trainer:
@@ -85,3 +85,19 @@ def test_the_probe_is_on_by_default_and_off_with_a_flag(workdir):
     assert not any(k.startswith("probe/") for k in off)
     # The head's metrics are the same with the probe (the features, then each head) as without (the whole net).
     assert_same_metrics({k: v for k, v in on.items() if not k.startswith("probe/")}, off)
+
+
+def test_the_batched_l1_fit_gives_each_problem_the_solution_it_has_alone():
+    """`l1_logistic` runs every (data set, penalty) pair in one step with shared products and per-problem momentum
+    and stopping: each pair's weights must be those of the same fit run on that pair alone (and not all zero, so
+    that the comparison has something to compare)."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 120, 10, generator=gen)
+    y = (z[..., 0] + z[..., 1] + torch.randn(3, 120, generator=gen) > 0).long()
+    lam = torch.tensor([0.003, 0.01, 0.03]).expand(3, -1)
+    w, b = l1_logistic(z, y, 2, lam, tol=1e-6)
+    for d in range(3):
+        for k in range(3):
+            w1, b1 = l1_logistic(z[d:d + 1], y[d:d + 1], 2, lam[d:d + 1, k:k + 1], tol=1e-6)
+            assert torch.allclose(w[d, k], w1[0, 0], atol=1e-4) and torch.allclose(b[d, k], b1[0, 0], atol=1e-4)
+            assert w1.abs().sum() > 0.1

@@ -66,35 +66,59 @@ def balanced_rows(g: Tensor, gen: torch.Generator) -> Tensor:
     return torch.cat([r[torch.randperm(len(r), generator=gen)[:smallest]] for r in rows])
 
 
-def l1_logistic(z: Tensor, y: Tensor, n_classes: int, lam: Tensor, max_iter: int = 3000,
-                tol: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Independent L1-penalised logistic regressions on P data sets at once, `z` `[P, n, dim]`, `y` `[P, n]`, each
-    minimising its mean cross-entropy plus `lam[p] * |W_p|_1` (`lam` `[P]`): weights `[P, classes, dim]` and
-    biases `[P, 1, classes]`. FISTA (Beck and Teboulle 2009) with adaptive restart (O'Donoghue and Candes 2015), step
-    1 / L from each problem's Lipschitz constant L = |[z, 1]|_2^2 / (2 n) (a softmax's Hessian is at most 1/2 in
-    the logits), until no weight moves by more than `tol` in a step."""
-    p_, n, _ = z.shape
-    ones = z.new_ones(p_, n, 1)
-    step = 2 * n / torch.linalg.matrix_norm(torch.cat([z, ones], 2), ord=2).square()  # [P]
-    onehot = F.one_hot(y, n_classes).to(z.dtype)
-    w, b = z.new_zeros(p_, n_classes, z.shape[2]), z.new_zeros(p_, 1, n_classes)
-    vw, vb, t = w, b, 1.0
-    shrink = (lam * step)[:, None, None]
+def l1_logistic(z: Tensor, y: Tensor, n_classes: int, lam: Tensor, max_iter: int = 5000,
+                tol: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Independent L1-penalised logistic regressions, K penalties on each of D data sets (`z` `[D, n, dim]`, `y`
+    `[D, n]`, `lam` `[D, K]`), each minimising its mean cross-entropy plus `lam[d, k] * |W|_1`: weights
+    `[D, K, classes, dim]` and biases `[D, K, classes]`.
+
+    FISTA (Beck and Teboulle 2009) with adaptive restart (O'Donoghue and Candes 2015), run for all D * K problems in
+    one step: the K problems of a data set share its matrix products (one `[n, dim] x [dim, K * classes]` product
+    per data set), and its Lipschitz constant L = |[z, 1]|_2^2 / (2 n) (a softmax's Hessian is at most 1/2 in the
+    logits), computed once; the step is 1 / L. Each problem keeps its own momentum and stops on its own once its
+    proximal-gradient residual's L1 norm is at most `tol` times its gradient's at zero (liblinear's kind of relative
+    criterion, with sklearn's default 1e-4); a stopped problem keeps its weights, and a data set whose problems have
+    all stopped leaves the batch, so that each problem's result is the one it would have alone."""
+    n_sets, n, dim = z.shape
+    k, c = lam.shape[1], n_classes
+    step = (2 * n / torch.linalg.matrix_norm(torch.cat([z, z.new_ones(n_sets, n, 1)], 2), ord=2).square())[:, None]
+    shrink = (lam * step)[..., None, None]  # [D, K, 1, 1]
+    onehot = F.one_hot(y, c).to(z.dtype)[:, :, None, :]  # [D, n, 1, classes]
+    out_w, out_b = z.new_zeros(n_sets, k, c, dim), z.new_zeros(n_sets, k, c)
+    w, b, vw, vb = out_w, out_b, out_w, out_b
+    t, live, scale = z.new_ones(n_sets, k), torch.ones(n_sets, k, dtype=torch.bool), None
+    sets = torch.arange(n_sets)  # the data sets still in the batch, indexing z, y, lam and the outputs
     for _ in range(max_iter):
-        g = (torch.softmax(torch.baddbmm(vb, z, vw.transpose(1, 2)), -1) - onehot) / n  # [P, n, classes]
-        gw, gb = g.transpose(1, 2) @ z, g.sum(1, keepdim=True)
-        uw = vw - step[:, None, None] * gw
+        logits = torch.baddbmm(vb.flatten(1)[:, None], z, vw.flatten(1, 2).transpose(1, 2)).view(len(sets), n, k, c)
+        g = (torch.softmax(logits, -1) - onehot) / n  # [D, n, K, classes]
+        gw, gb = (g.flatten(2).transpose(1, 2) @ z).view_as(vw), g.sum(1)
+        uw = vw - step[..., None, None] * gw
         new_w = uw.sign() * (uw.abs() - shrink).clamp(min=0)  # the L1 proximal step: soft thresholding
-        new_b = vb - step[:, None, None] * gb
+        new_b = vb - step[..., None] * gb
+        residual = ((new_w - vw).abs().sum((2, 3)) + (new_b - vb).abs().sum(2)) / step
+        if scale is None:  # the first step is at zero: its residual is the gradient's L1 norm there
+            scale = gw.abs().sum((2, 3)) + gb.abs().sum(2)
+        done = residual <= tol * scale
+        # A stopped problem stays where it stopped; the others take the step, with momentum restarted where it
+        # points uphill.
+        new_w, new_b = torch.where(live[..., None, None], new_w, w), torch.where(live[..., None], new_b, b)
         dw, db = new_w - w, new_b - b
-        if max(float(dw.abs().max()), float(db.abs().max())) < tol:
-            return new_w, new_b
-        if float(((vw - new_w) * dw).sum() + ((vb - new_b) * db).sum()) > 0:  # going uphill: restart momentum
-            t = 1.0
-        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        vw, vb = new_w + (t - 1) / t_next * dw, new_b + (t - 1) / t_next * db
-        w, b, t = new_w, new_b, t_next
-    return w, b
+        uphill = ((vw - new_w) * dw).sum((2, 3)) + ((vb - new_b) * db).sum(2) > 0
+        t = torch.where(uphill, 1.0, t)
+        t_next = (1 + (1 + 4 * t * t).sqrt()) / 2
+        mom = (t - 1) / t_next
+        vw, vb = new_w + mom[..., None, None] * dw, new_b + mom[..., None] * db
+        w, b, t, live = new_w, new_b, t_next, live & ~done
+        keep = live.any(1)
+        if not bool(keep.all()):
+            out_w[sets[~keep]], out_b[sets[~keep]] = w[~keep], b[~keep]
+            sets = sets[keep]
+            if not len(sets):
+                return out_w, out_b
+            z, onehot, step, shrink, scale = z[keep], onehot[keep], step[keep], shrink[keep], scale[keep]
+            w, b, vw, vb, t, live = w[keep], b[keep], vw[keep], vb[keep], t[keep], live[keep]
+    out_w[sets], out_b[sets] = w, b
+    return out_w, out_b
 
 
 def worst_group_accuracy(logits: Tensor, y: Tensor, g: Tensor) -> Tensor:
@@ -142,17 +166,18 @@ def _fit_head(f: Tensor, y: Tensor, g: Tensor, n_classes: int, draws: int, seed:
     # Each problem's mean loss + 1 / (C n) |W|_1 is liblinear's ||w||_1 + C sum_i loss_i divided by C n.
     mean, std = f[first].mean(0), f[first].std(0).clamp_min(1e-6)
     rows = first[balanced_rows(g[first], gen)]
-    cs = torch.tensor(c_grid, dtype=f.dtype)
-    z = ((f[rows] - mean) / std).expand(len(cs), -1, -1)
-    w, b = l1_logistic(z, y[rows].expand(len(cs), -1), n_classes, 1 / (cs * len(rows)))
-    scores = worst_group_accuracy(torch.baddbmm(b, ((f[second] - mean) / std).expand(len(cs), -1, -1),
+    z = ((f[rows] - mean) / std).to(torch.float32)[None]  # one data set for the whole grid
+    w, b = l1_logistic(z, y[rows][None], n_classes, 1 / (torch.tensor([c_grid]) * len(rows)))
+    w, b = w[0].to(f.dtype), b[0, :, None].to(f.dtype)
+    scores = worst_group_accuracy(torch.baddbmm(b, ((f[second] - mean) / std).expand(len(c_grid), -1, -1),
                                                 w.transpose(1, 2)), y[second], g[second])
     best = int(torch.nonzero(scores == scores.max())[0])  # the first best: the largest C of a tie
     half_head = linear(w[best:best + 1], b[best:best + 1], mean, std)
     mean, std = f.mean(0), f.std(0).clamp_min(1e-6)
     rows = torch.stack([balanced_rows(g, gen) for _ in range(draws)])  # every draw has the same size
-    w, b = l1_logistic((f[rows] - mean) / std, y[rows], n_classes,
-                       torch.full((draws,), 1 / (c_grid[best] * rows.shape[1]), dtype=f.dtype))
+    w, b = l1_logistic(((f[rows] - mean) / std).to(torch.float32), y[rows], n_classes,
+                       torch.full((draws, 1), 1 / (c_grid[best] * rows.shape[1])))
+    w, b = w[:, 0].to(f.dtype), b[:, :1].to(f.dtype)
     return Retrained(linear(w, b, mean, std), c_grid[best], half_head, second.sort().values)
 
 
