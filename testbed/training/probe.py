@@ -74,19 +74,58 @@ def l1_logistic(z: Tensor, y: Tensor, n_classes: int, lam: Tensor, max_iter: int
 
     FISTA (Beck and Teboulle 2009) with adaptive restart (O'Donoghue and Candes 2015), run for all D * K problems in
     one step: the K problems of a data set share its matrix products (one `[n, dim] x [dim, K * classes]` product
-    per data set), and its Lipschitz constant L = |[z, 1]|_2^2 / (2 n) (a softmax's Hessian is at most 1/2 in the
-    logits), computed once; the step is 1 / L. Each problem keeps its own momentum and stops on its own once its
-    proximal-gradient residual's L1 norm is at most `tol` times its gradient's at zero (liblinear's kind of relative
-    criterion, with sklearn's default 1e-4); a stopped problem keeps its weights, and a data set whose problems have
-    all stopped leaves the batch, so that each problem's result is the one it would have alone."""
+    per data set) and its Lipschitz constant L = |[z, 1]|_2^2 / (2 n) (a softmax's Hessian is at most 1/2 in the
+    logits); the step is 1 / L. Each problem keeps its own momentum and stops on its own once its proximal-gradient
+    residual's L1 norm is at most `tol` times its gradient's at zero (liblinear's kind of relative criterion, with
+    sklearn's default 1e-4), and a data set whose problems have all stopped leaves the batch. Where features
+    outnumber samples, FISTA runs on a working set of at most n features per data set (the largest gradients at
+    zero above half the smallest penalty; an L1 solution has at most about n nonzeros), padded to one width with a
+    zero column; then the n features outside it that break the optimality condition |grad| <= lam the most are
+    added, until the violations sum to at most `tol / 2` of the scale (the inner fit stops at the other half): the
+    full problem's solution, at the cost of the features it uses (in `benchmarks/probe_head.py`, 2048 -> 356)."""
     n_sets, n, dim = z.shape
     k, c = lam.shape[1], n_classes
+    onehot = F.one_hot(y, c).to(z.dtype)[:, :, None, :]  # [D, n, 1, classes]
+    padded = torch.cat([z, z.new_zeros(n_sets, n, 1)], 2)  # column `dim` is the padding
+    w, b = z.new_zeros(n_sets, k, c, dim + 1), z.new_zeros(n_sets, k, c)
+    grad = (1 / c - onehot[:, :, 0]).transpose(1, 2) @ z / n  # [D, classes, dim]: the gradient at zero
+    scale = (grad.abs().sum((1, 2)) + (1 / c - onehot[:, :, 0]).sum(1).abs().sum(1) / n)[:, None].expand(-1, k)
+    cols = top(grad.abs().amax(1) - lam.amin(1, keepdim=True) / 2, n) | (dim <= n)  # [D, dim]; all if few
+    while True:
+        width = max(int(cols.sum(1).max()), 1)
+        idx = torch.where(cols, torch.arange(dim), dim).sort(1).values[:, :width]  # each set's columns, then padding
+        zs = padded.gather(2, idx[:, None].expand(-1, n, -1))
+        ws, b = _fista(zs, onehot, lam, w.gather(3, idx[:, None, None].expand(-1, k, c, -1)), b, scale, tol / 2,
+                       max_iter)
+        w = w.zero_().scatter_(3, idx[:, None, None].expand(-1, k, c, -1), ws)
+        w[..., dim] = 0
+        logits = torch.baddbmm(b.flatten(1)[:, None], z, w[..., :dim].flatten(1, 2).transpose(1, 2))
+        g = (torch.softmax(logits.view(n_sets, n, k, c), -1) - onehot) / n
+        grad = (g.flatten(2).transpose(1, 2) @ z).view(n_sets, k, c, dim)
+        excess = (grad.abs() - lam[..., None, None]).clamp(min=0) * ~cols[:, None, None]  # outside the set only
+        if bool((excess.sum((2, 3)) <= tol / 2 * scale).all()):
+            return w[..., :dim].contiguous(), b
+        cols = cols | top(excess.amax((1, 2)), n)
+
+
+def top(score: Tensor, m: int) -> Tensor:
+    """Per row of `score` `[D, dim]`, the mask of its at most `m` largest positive entries."""
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    values, idx = score.topk(min(m, score.shape[1]), 1)
+    return mask.scatter_(1, idx, values > 0)
+
+
+def _fista(z: Tensor, onehot: Tensor, lam: Tensor, w: Tensor, b: Tensor, scale: Tensor, tol: float,
+           max_iter: int) -> tuple[Tensor, Tensor]:
+    """`l1_logistic`'s FISTA from `w`, `b` on data sets `z` (`onehot` labels `[D, n, 1, classes]`), each problem
+    stopping once its proximal-gradient residual's L1 norm is at most `tol * scale`."""
+    n_sets, n, dim = z.shape
+    k, c = w.shape[1], w.shape[2]
     step = (2 * n / torch.linalg.matrix_norm(torch.cat([z, z.new_ones(n_sets, n, 1)], 2), ord=2).square())[:, None]
     shrink = (lam * step)[..., None, None]  # [D, K, 1, 1]
-    onehot = F.one_hot(y, c).to(z.dtype)[:, :, None, :]  # [D, n, 1, classes]
-    out_w, out_b = z.new_zeros(n_sets, k, c, dim), z.new_zeros(n_sets, k, c)
-    w, b, vw, vb = out_w, out_b, out_w, out_b
-    t, live, scale = z.new_ones(n_sets, k), torch.ones(n_sets, k, dtype=torch.bool), None
+    out_w, out_b = w.clone(), b.clone()
+    vw, vb = w, b
+    t, live = z.new_ones(n_sets, k), torch.ones(n_sets, k, dtype=torch.bool)
     sets = torch.arange(n_sets)  # the data sets still in the batch, indexing z, y, lam and the outputs
     for _ in range(max_iter):
         logits = torch.baddbmm(vb.flatten(1)[:, None], z, vw.flatten(1, 2).transpose(1, 2)).view(len(sets), n, k, c)
@@ -96,8 +135,6 @@ def l1_logistic(z: Tensor, y: Tensor, n_classes: int, lam: Tensor, max_iter: int
         new_w = uw.sign() * (uw.abs() - shrink).clamp(min=0)  # the L1 proximal step: soft thresholding
         new_b = vb - step[..., None] * gb
         residual = ((new_w - vw).abs().sum((2, 3)) + (new_b - vb).abs().sum(2)) / step
-        if scale is None:  # the first step is at zero: its residual is the gradient's L1 norm there
-            scale = gw.abs().sum((2, 3)) + gb.abs().sum(2)
         done = residual <= tol * scale
         # A stopped problem stays where it stopped; the others take the step, with momentum restarted where it
         # points uphill.
