@@ -8,7 +8,7 @@ from torch import Tensor
 
 from testbed.baselines import ERM, Oracle
 from testbed.envs import Batch, EnvSpec, ShiftedEnv, SpuriousShapes
-from testbed.training.probe import features, fit_head, l1_logistic
+from testbed.training.probe import _fista, features, fit_head, l1_logistic
 
 
 def trainer(epochs: int) -> L.Trainer:
@@ -101,3 +101,19 @@ def test_the_batched_l1_fit_gives_each_problem_the_solution_it_has_alone():
             w1, b1 = l1_logistic(z[d:d + 1], y[d:d + 1], 2, lam[d:d + 1, k:k + 1], tol=1e-6)
             assert torch.allclose(w[d, k], w1[0, 0], atol=1e-4) and torch.allclose(b[d, k], b1[0, 0], atol=1e-4)
             assert w1.abs().sum() > 0.1
+
+
+def test_the_working_set_fit_is_the_full_problems_solution():
+    """With more features than samples `l1_logistic` fits on a working set of at most n features and grows it by
+    the optimality condition; its solution must be FISTA's on every feature."""
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 40, 100, generator=gen)
+    y = (z[..., :3].sum(-1) + torch.randn(2, 40, generator=gen) > 0).long()
+    lam = torch.tensor([[0.01, 0.03], [0.01, 0.03]])
+    w, b = l1_logistic(z, y, 2, lam, tol=1e-6)
+    onehot = torch.nn.functional.one_hot(y, 2).float()[:, :, None, :]
+    g0 = (0.5 - onehot[:, :, 0]) / 40
+    scale = ((g0.transpose(1, 2) @ z).abs().sum((1, 2)) + g0.sum(1).abs().sum(1))[:, None].expand(-1, 2)
+    full_w, full_b = _fista(z, onehot, lam, z.new_zeros(2, 2, 2, 100), z.new_zeros(2, 2, 2), scale, 1e-6, 20000)
+    assert torch.allclose(w, full_w, atol=1e-3) and torch.allclose(b, full_b, atol=1e-3)
+    assert (full_w != 0).sum() > 4  # a solution with some weight to compare

@@ -203,7 +203,8 @@ def _fit_head(f: Tensor, y: Tensor, g: Tensor, n_classes: int, draws: int, seed:
     # Each problem's mean loss + 1 / (C n) |W|_1 is liblinear's ||w||_1 + C sum_i loss_i divided by C n.
     mean, std = f[first].mean(0), f[first].std(0).clamp_min(1e-6)
     rows = first[balanced_rows(g[first], gen)]
-    z = ((f[rows] - mean) / std).to(torch.float32)[None]  # one data set for the whole grid
+    f32 = f.to(torch.float32)  # the fits' products in float32; statistics and the folded head in float64
+    z = ((f32[rows] - mean.float()) / std.float())[None]  # one data set for the whole grid
     w, b = l1_logistic(z, y[rows][None], n_classes, 1 / (torch.tensor([c_grid]) * len(rows)))
     w, b = w[0].to(f.dtype), b[0, :, None].to(f.dtype)
     scores = worst_group_accuracy(torch.baddbmm(b, ((f[second] - mean) / std).expand(len(c_grid), -1, -1),
@@ -212,7 +213,7 @@ def _fit_head(f: Tensor, y: Tensor, g: Tensor, n_classes: int, draws: int, seed:
     half_head = linear(w[best:best + 1], b[best:best + 1], mean, std)
     mean, std = f.mean(0), f.std(0).clamp_min(1e-6)
     rows = torch.stack([balanced_rows(g, gen) for _ in range(draws)])  # every draw has the same size
-    w, b = l1_logistic(((f[rows] - mean) / std).to(torch.float32), y[rows], n_classes,
+    w, b = l1_logistic((f32[rows] - mean.float()) / std.float(), y[rows], n_classes,
                        torch.full((draws, 1), 1 / (c_grid[best] * rows.shape[1])))
     w, b = w[:, 0].to(f.dtype), b[:, :1].to(f.dtype)
     return Retrained(linear(w, b, mean, std), c_grid[best], half_head, second.sort().values)
