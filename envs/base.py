@@ -249,6 +249,11 @@ class ShiftedEnv(L.LightningDataModule):
         (`testbed.envs.braking`)."""
         return (self.val_data if split == "val" else self.data)[name]
 
+    def retraining_data(self, name: str) -> Batch:
+        """The held-out samples of `id` sub-environment `name` that last-layer retraining (`DFR`) fits its head on:
+        its validation samples, so that its test samples stay out of sample."""
+        return self.val_data[name]
+
     def deployment_metrics(self, names: list[str]) -> dict[str, float]:
         """Closed-loop metrics beyond accuracy (return, crash rate) of the last `eval_data` of these
         sub-environments; none here."""

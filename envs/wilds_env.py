@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from wilds.datasets.wilds_dataset import WILDSDataset, WILDSSubset
 
-from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv, Split
+from testbed.envs.base import Batch, EnvSpec, Role, ShiftedEnv, Split, concat
 from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_choice, check_positive, check_unit
 
@@ -246,6 +246,12 @@ class WildsEnv(ShiftedEnv):
 
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         return self.load((self.val_rows if split == "val" else self.rows)[spec.name])
+
+    def retraining_data(self, name: str) -> Batch:
+        """The whole dataset split (its validation and its test samples), as Kirichenko et al. fit DFR on all of
+        WILDS' validation split (Waterbirds: 133 samples in each minority group, against 27 in its `VAL_FRACTION`
+        alone). The `id` test metrics of a model retrained so are in-sample; its `ood` ones are not."""
+        return concat([self.val_data[name], self.data[name]])
 
     def setup(self, stage: str | None = None) -> None:
         if not self.data:

@@ -27,7 +27,7 @@ def test_ddp_evaluation_on_two_cpu_processes_equals_a_single_process(workdir):
         head = {k: v for k, v in other["metrics"].items() if not k.startswith("probe/")}
         probe = {k: v for k, v in other["metrics"].items() if k.startswith("probe/")}
         assert_same_metrics(head, {k: single["metrics"][k] for k in head})
-        # The probe's head is fit again in each process (L-BFGS, with another number of threads): a prediction or two
+        # The probe's head is fit again in each process (FISTA, with another number of threads): a prediction or two
         # near its boundary may flip, 1/257 each on an aggregate (so 0.01), but 1/33 on a group of 33 test samples
         # (measured: one flip in probe/train:corr=0.80/acc_g2), so per-group accuracies agree to 0.07.
         assert probe.keys()

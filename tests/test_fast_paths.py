@@ -25,7 +25,7 @@ from testbed.training.trainer import sweep_run
 # losses at most 1.8e-7 apart (1.5 units of float32 rounding, 2^-23 = 1.2e-7), weights 3e-8. LOSS_TOL allows 1e-5,
 # 80 such units; trajectories that part (another learning rate, another data order) differ by 1e-3 and more.
 LOSS_TOL = 1e-5
-# The probe's L-BFGS head is fit again on features that differ by that rounding: it amplifies it, up to 1e-3.
+# The probe's L1 head (FISTA) is fit again on features that differ by that rounding: it amplifies it, up to 1e-3.
 PROBE_TOL = 1e-3
 # Packed and sequential models differ by their rounding after training (LOSS_TOL on the weights): their test
 # probabilities by up to 1e-4 per sample (measured at most 2e-6), so their calibration sums by that bound.

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from testbed.baselines import ERM, Oracle
 from testbed.envs import Batch, EnvSpec, ShiftedEnv, SpuriousShapes
-from testbed.training.probe import features, fit_head
+from testbed.training.probe import _fista, features, fit_head, l1_logistic
 
 
 def trainer(epochs: int) -> L.Trainer:
@@ -26,7 +26,7 @@ def test_features_that_carry_the_shape_give_a_probe_near_the_ceiling_whatever_th
     fit.fit(model, datamodule=env)
     train = env.data["train:corr=0.90"]
     f, _, _ = features(model.net[:-1].eval(), env, train, torch.device("cpu"))
-    colour = fit_head(f, train.a, train.a, 2)  # a head fit to predict the colour, not the label
+    colour = fit_head(f, train.a, train.a, 2).head  # a head fit to predict the colour, not the label
     model.net[-1].load_state_dict(colour.state_dict())
     fit.test(model, datamodule=env, verbose=False)
     m = model.results
@@ -85,3 +85,35 @@ def test_the_probe_is_on_by_default_and_off_with_a_flag(workdir):
     assert not any(k.startswith("probe/") for k in off)
     # The head's metrics are the same with the probe (the features, then each head) as without (the whole net).
     assert_same_metrics({k: v for k, v in on.items() if not k.startswith("probe/")}, off)
+
+
+def test_the_batched_l1_fit_gives_each_problem_the_solution_it_has_alone():
+    """`l1_logistic` runs every (data set, penalty) pair in one step with shared products and per-problem momentum
+    and stopping: each pair's weights must be those of the same fit run on that pair alone (and not all zero, so
+    that the comparison has something to compare)."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 120, 10, generator=gen)
+    y = (z[..., 0] + z[..., 1] + torch.randn(3, 120, generator=gen) > 0).long()
+    lam = torch.tensor([0.003, 0.01, 0.03]).expand(3, -1)
+    w, b = l1_logistic(z, y, 2, lam, tol=1e-6)
+    for d in range(3):
+        for k in range(3):
+            w1, b1 = l1_logistic(z[d:d + 1], y[d:d + 1], 2, lam[d:d + 1, k:k + 1], tol=1e-6)
+            assert torch.allclose(w[d, k], w1[0, 0], atol=1e-4) and torch.allclose(b[d, k], b1[0, 0], atol=1e-4)
+            assert w1.abs().sum() > 0.1
+
+
+def test_the_working_set_fit_is_the_full_problems_solution():
+    """With more features than samples `l1_logistic` fits on a working set of at most n features and grows it by
+    the optimality condition; its solution must be FISTA's on every feature."""
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 40, 100, generator=gen)
+    y = (z[..., :3].sum(-1) + torch.randn(2, 40, generator=gen) > 0).long()
+    lam = torch.tensor([[0.01, 0.03], [0.01, 0.03]])
+    w, b = l1_logistic(z, y, 2, lam, tol=1e-6)
+    onehot = torch.nn.functional.one_hot(y, 2).float()[:, :, None, :]
+    g0 = (0.5 - onehot[:, :, 0]) / 40
+    scale = ((g0.transpose(1, 2) @ z).abs().sum((1, 2)) + g0.sum(1).abs().sum(1))[:, None].expand(-1, 2)
+    full_w, full_b = _fista(z, onehot, lam, z.new_zeros(2, 2, 2, 100), z.new_zeros(2, 2, 2), scale, 1e-6, 20000)
+    assert torch.allclose(w, full_w, atol=1e-3) and torch.allclose(b, full_b, atol=1e-3)
+    assert (full_w != 0).sum() > 4  # a solution with some weight to compare

@@ -211,7 +211,7 @@ class Baseline(L.LightningModule):
         # go through both heads, so the probe costs no extra forward pass or rendered intervention.
         ids = env.names("id")  # the probe fits on their validation samples; a plug-in may give none
         probing = stage == "test" and self.hparams.probe and bool(ids) and all(n in env.val_data for n in ids)
-        self.probe_head = heldout_head(self.net, env) if probing else None
+        self.probe_head = heldout_head(self.net, env).head if probing else None
         self.tallies = {n: torch.zeros(1 + probing, tally_size(env.n_groups), dtype=torch.double, device=self.device)
                         for n in env.eval_names(stage)}
         self._cf_gen = torch.Generator().manual_seed(0)
@@ -233,8 +233,12 @@ class Baseline(L.LightningModule):
     def tally_env(self, env: ShiftedEnv, name: str, split: Split = "test",
                   cf_gen: torch.Generator | None = None) -> Tensor:
         """The tally of one sub-environment's validation or test samples, outside Lightning's loops."""
+        return self.tally_data(env, env.eval_data(name, self, split), cf_gen)
+
+    def tally_data(self, env: ShiftedEnv, data: Batch, cf_gen: torch.Generator | None = None) -> Tensor:
+        """The tally of samples `data` of `env`, outside Lightning's loops."""
         batches = (env.on_after_batch_transfer(Batch(*(t.to(self.device) for t in batch)), 0)  # as Lightning would
-                   for batch in TensorLoader(env.eval_data(name, self, split), env.eval_batch_size))
+                   for batch in TensorLoader(data, env.eval_batch_size))
         return sum(self.score(env, batch, cf_gen) for batch in batches)
 
     @torch.no_grad()
@@ -255,11 +259,16 @@ class Baseline(L.LightningModule):
         env, training = self.env, self.training
         names = env.eval_names("val")
         self.eval()
-        tallies = {name: self.tally_env(env, name, "val")[0] for name in names}
+        tallies = self.val_tallies(env, names)
         self.train(training)
         roles = {s.name: s.role for s in env.specs}
         metrics = summarize("val", tallies, roles, (), env.role_weights())  # as the test pass weighs them
         return metrics | {f"val/{k}": v for k, v in env.deployment_metrics(names).items()}
+
+    def val_tallies(self, env: ShiftedEnv, names: list[str]) -> dict[str, Tensor]:
+        """The final model's tally of each named sub-environment's validation samples (`final_val`); a baseline
+        that fit part of its model on validation samples scores others instead (DFR)."""
+        return {name: self.tally_env(env, name, "val")[0] for name in names}
 
     def _step(self, stage: str, batch: Batch, dataloader_idx: int) -> None:
         env = self.env
