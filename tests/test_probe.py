@@ -31,8 +31,11 @@ def test_features_that_carry_the_shape_give_a_probe_near_the_ceiling_whatever_th
     fit.test(model, datamodule=env, verbose=False)
     m = model.results
     assert m["test/acc_wg"] <= 0.05 and m["test/spurious_reliance"] >= 0.9
-    # measured 0.72 and 0.75 with position seeds, 0.65 with name seeds: the worst of 4 groups of ~60 samples is noisy
-    assert m["probe/acc_wg"] >= 0.6 and m["probe/acc_avg"] >= 0.7
+    # Kirichenko et al.'s head (L1, C chosen on a held-out half, fit on group-balanced draws of the smallest id
+    # group's size), seeds 0 / 1 / 2 of this setting: probe worst group 0.58 / 0.64 / 0.70, average 0.72 / 0.70 /
+    # 0.75, reliance 0.14 / 0.16 / 0.06 (the old fixed-L2 head on all of val gave 0.72 on seed 0). The worst of 4
+    # groups of ~60 test samples is noisy; the head's own worst group is 0.0 on every seed.
+    assert m["probe/acc_wg"] >= 0.5 and m["probe/acc_avg"] >= 0.65
     assert m["probe/spurious_reliance"] <= 0.2
 
 
