@@ -32,6 +32,13 @@ def check_positive(field: str, value: int | float) -> None:
         raise ConfigError(f"{field}: {value} is not allowed; it must be a positive number")
 
 
+def check_keys(source: str, block: dict, allowed: list[str]) -> None:
+    """A mapping read from a file (the sweep, its `cluster:` block): every key must be one of `allowed`."""
+    for key in block:
+        if key not in allowed:
+            raise ConfigError(f"{source}.{key}: unknown key; allowed keys are {', '.join(allowed)}")
+
+
 def check_choice(field: str, value: object, allowed: Iterable[object]) -> None:
     """`value` must be one of `allowed`."""
     allowed = list(allowed)

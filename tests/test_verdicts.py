@@ -183,6 +183,7 @@ def test_bounded_endpoints_stay_in_bounds_in_fits_and_lines():
     line = fit.predict(np.geomspace(fit.x_min, fit.horizon, 200))
     assert line.min() >= 0 and line.max() <= 1
     assert 0 <= fit.last_low and 0 <= fit.end_low and fit.end_high <= 1
+    assert fit.slope < 0 and fit.last < 0.2  # and it still follows the fall it was given
     assert not np.isfinite(fit.m_inf) or 0 <= fit.m_inf_low <= fit.m_inf_high <= 1
     mean, down, up = t_bars(pd.Series([0.0, 0.01, 0.1]), (0.0, 1.0))
     assert mean - down == 0.0 and mean + up <= 1

@@ -11,7 +11,7 @@ No torch and no submitit here: the sweep file is checked before anything heavy i
 from dataclasses import dataclass, fields
 from typing import Any
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, check_keys
 
 BACKENDS = ("auto", "slurm", "local")
 
@@ -52,10 +52,7 @@ def cluster_settings(block: Any, overrides: dict[str, Any] | None = None, source
         block = {}
     if not isinstance(block, dict):
         raise ConfigError(f"{source}: must be a mapping with keys {', '.join(f.name for f in fields(Cluster))}")
-    allowed = [f.name for f in fields(Cluster)]
-    for key in block:
-        if key not in allowed:
-            raise ConfigError(f"{source}.{key}: unknown key; allowed keys are {', '.join(allowed)}")
+    check_keys(source, block, [f.name for f in fields(Cluster)])
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     label = {**{k: f"{source}.{k}" for k in block}, **{k: "--" + k.replace("_", "-") for k in flags}}
     cluster = Cluster(**{**block, **flags})

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from testbed.errors import ConfigError, check_positive
+from testbed.errors import ConfigError, check_keys, check_positive
 from testbed.hparams import Space, draw_all, parse_space
 from testbed.sweep.cluster import cluster_settings
 from testbed.sweep.stages import check_stages
@@ -94,10 +94,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"config: {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path} must be a mapping with keys name, configs, args, axes, seeds")
-    allowed = [f.name for f in fields(Sweep)]
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(f"sweep.{key}: unknown key; allowed keys are {', '.join(allowed)}")
+    check_keys("sweep", raw, [f.name for f in fields(Sweep)])
     if not isinstance(raw.get("name"), str):
         raise ConfigError("sweep.name: required, a folder name for the sweep's runs")
     for key, kind in [("configs", list), ("args", dict), ("axes", dict), ("seeds", list)]:
