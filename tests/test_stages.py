@@ -1,6 +1,7 @@
 """Sweep stages: a later stage's runs start from the final weights of the earlier stage's run at the same scale point
 and seed, resume after SIGKILL, run again when their parent does, and bad stage graphs fail before anything runs."""
 
+import ast
 import json
 import os
 import signal
@@ -103,3 +104,18 @@ def test_a_bad_stage_graph_fails_with_one_line_before_anything_runs(tmp_path, ca
                     str(tmp_path / "out"))
     assert len(err) == 1 and err[0].startswith(f"testbed: error: {message}"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_star_sweep_crosses_a_stages_axes_with_every_scale_point(tmp_path, capsys):
+    """The star thins the sweep's own axes only: a dose-response needs every dose at every width and size."""
+    stages = {"erm": {"args": {"model": "ERM"}},
+              "online": {"from": "erm", "args": {"model": "Online"}, "axes": {"model.fraction": [0.0, 0.3, 1.0]}}}
+    sweep = write_sweep(tmp_path / "s.yaml", search="star", stages=stages,
+                        axes={"model.width": [4, 8, 16], "data.n_train": [100, 200]})
+    run_cli("sweep", "-c", str(sweep), "--out", str(tmp_path / "out"), "--dry-run")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "stage=online" in line]
+    points = [(4, 200), (8, 200), (16, 200), (16, 100)]  # the star of 3 widths x 2 sizes
+    doses = {(p, f) for p in points for f in (0.0, 0.3, 1.0)}
+    listed = {((a["model.width"], a["data.n_train"]), a["model.fraction"])
+              for a in (ast.literal_eval(line.split(" ", 1)[1].rsplit("}", 1)[0] + "}") for line in lines)}
+    assert listed == doses and len(lines) == len(doses)

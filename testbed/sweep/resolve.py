@@ -37,9 +37,8 @@ def staged_runs(sweep: Sweep, root: Path) -> list[Run]:
     by_stage: dict[str, list] = {}
     for name in order(sweep.stages):
         stage = sweep.stages[name]
-        sub = replace(sweep, stages=None, args={**sweep.args, **stage.get("args", {})},
-                      axes={**sweep.axes, **stage.get("axes", {})})
-        runs = expand(sub)
+        sub = replace(sweep, stages=None, args={**sweep.args, **stage.get("args", {})})
+        runs = expand(sub, crossed=stage.get("axes", {}))
         identify(runs)
         for run in runs:
             run.stage = name

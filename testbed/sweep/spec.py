@@ -152,15 +152,24 @@ def draw(values: list | dict, rng: random.Random) -> Any:
     return round(value) if isinstance(low, int) and isinstance(high, int) else value
 
 
-def combinations(sweep: Sweep) -> list[dict[str, Any]]:
+def combinations(sweep: Sweep, crossed: dict[str, list] | None = None) -> list[dict[str, Any]]:
+    """The scale points: the search over the sweep's axes, each crossed with every combination of `crossed` (a
+    stage's own axes, such as Online's `fraction`: a dose-response needs every dose at every scale point, so the
+    star or the random search never thins them)."""
     axes = {k: (list(config_files(sweep)) if k == "config" else v) for k, v in sweep.axes.items()}
+    crossed = crossed or {}
+    if any(not isinstance(v, list) for v in crossed.values()):
+        raise ConfigError("sweep.stages: a stage's axes are lists of values (every value at every scale point)")
     if sweep.search in ("grid", "star"):
         if any(isinstance(v, dict) for v in axes.values()):
             raise ConfigError("sweep.axes: ranges ({low, high}) need search: random")
         grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-        return grid if sweep.search == "grid" else star(grid, axes)
-    seeded = lambda i, name: random.Random(f"{sweep.search_seed}/{i}/{name}")  # noqa: E731
-    return [{k: draw(v, seeded(i, k)) for k, v in axes.items()} for i in range(sweep.samples)]
+        points = grid if sweep.search == "grid" else star(grid, axes)
+    else:
+        seeded = lambda i, name: random.Random(f"{sweep.search_seed}/{i}/{name}")  # noqa: E731
+        points = [{k: draw(v, seeded(i, k)) for k, v in axes.items()} for i in range(sweep.samples)]
+    doses = list(itertools.product(*crossed.values()))
+    return [{**point, **dict(zip(crossed, combo))} for point in points for combo in doses]
 
 
 def star(grid: list[dict[str, Any]], axes: dict[str, list]) -> list[dict[str, Any]]:
@@ -209,12 +218,12 @@ def hparam_draws(sweep: Sweep, combo: dict[str, Any]) -> list[dict[str, Any]]:
     return draw_all(space, sweep.draws, sweep.hparams_seed)
 
 
-def expand(sweep: Sweep) -> list[Run]:
-    """Every run of the sweep, in order: scale points x hyperparameter draws x seeds. Class axes (`model`,
-    `data`) come before their knobs."""
+def expand(sweep: Sweep, crossed: dict[str, list] | None = None) -> list[Run]:
+    """Every run of the sweep, in order: scale points (crossed with `crossed`, `combinations`) x hyperparameter
+    draws x seeds. Class axes (`model`, `data`) come before their knobs."""
     files = config_files(sweep)
     runs = []
-    for combo in combinations(sweep):
+    for combo in combinations(sweep, crossed):
         for draw_index, hparams in enumerate(hparam_draws(sweep, combo)):
             for seed in sweep.seeds:
                 argv = [arg for f in sweep.configs for arg in ("-c", str(Path(f).resolve()))]

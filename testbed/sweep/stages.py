@@ -1,7 +1,8 @@
 """Sweep stages: runs that start from the final weights of an earlier stage's run at the same scale point and seed.
 
-A sweep file may declare `stages:`, each a name with its own `args` and `axes` (added to the sweep's) and,
-optionally, `from: <stage>`:
+A sweep file may declare `stages:`, each a name with its own `args` and `axes` and, optionally, `from: <stage>`.
+A stage's axes are crossed with every scale point of the sweep's axes, whatever the search (a dose-response
+needs every dose at every point):
 
     axes: {model.width: [8, 16, 32]}          # the scale points every stage shares
     stages:
