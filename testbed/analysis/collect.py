@@ -99,10 +99,13 @@ def current_runs(sweep_dir: Path, all_runs: bool = False) -> list[Path]:
 
 
 def collect(sweep_dir: Path, all_runs: bool = False) -> pd.DataFrame:
-    """The finished runs of `sweep_dir` (see `current_runs`). A run whose files cannot be read is skipped with
-    one line naming it."""
+    """The finished runs of `sweep_dir` (see `current_runs`); in a folder with no run folders, its `results.csv`
+    (a published study, `results/study/`). A run whose files cannot be read is skipped with one line naming it."""
+    folders = current_runs(sweep_dir, all_runs)
+    if not folders and (sweep_dir / "results.csv").exists():  # a published table without its run folders
+        return read_table(sweep_dir / "results.csv")
     rows, skipped = [], []
-    for d in current_runs(sweep_dir, all_runs):
+    for d in folders:
         try:
             rows += run_rows(d)
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -168,6 +171,17 @@ def condition(runs: pd.DataFrame, axes: list[str]) -> pd.Series:
         return ", ".join(str(row[a]) if a == "config" else f"{a}={row[a]}" for a in parts)
 
     return runs.apply(name, axis=1).astype(str)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A tidy table as `save_table` wrote it: text columns stay text ("" where empty, as `run_rows` leaves them),
+    so that the report of a published results.csv is the report of its runs."""
+    text = ["run", "sweep", "baseline", "sweep_stage", "code", "hparams", "stage", "env", "role", "metric"]
+    table = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
+    for column in ("sweep_stage", "hparams"):
+        if column in table:
+            table[column] = table[column].fillna("")
+    return table
 
 
 def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:

@@ -454,6 +454,9 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
     dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
     online_lines = render_dose(dose_numbers(ONLINE, dosed), figures)[0] + continual_lines(dosed)
+    if dosed.empty and sel.runs["baseline"].str.startswith(("Online", "ContinualFinetune")).any():
+        online_lines = ["Read from a published `results.csv`: the online and continual curves are in the run folders' "
+                        "results.json, not in the table, so this section is the sweep's own report's."]
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
     control_lines, _ = render_dose(dose_numbers(CONTROL, dosed), figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []

@@ -2,6 +2,7 @@
 `collect`, `plot` and `report` read files and never import torch or Lightning."""
 
 import argparse
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
     if report:
         p.add_argument("--reference", default=None,
                        help="the baseline the confusion gap is measured against (default: Oracle when present)")
+        p.add_argument("--out", type=Path, default=None,
+                       help="report from SWEEP_DIR/results.csv alone (not its run folders) into this folder, e.g. to "
+                            "check that a published study (results/study) still gives its verdicts")
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {str(a.sweep_dir)!r} is not a folder; give OUT/<sweep name> of a sweep")
@@ -106,7 +110,17 @@ def report(argv: list[str]) -> None:
 
     a = _analysis("report", "Write report.md: a verdict per regime and baseline, fits with bootstrap intervals, "
                             "accuracy on the line, the reference check.", argv, report=True)
-    print(f"report: {write_report(a.sweep_dir, a.all_runs, a.select, a.reference)}")
+    source = a.sweep_dir
+    if a.out is not None:  # the published table alone, re-reported elsewhere
+        if not (source / "results.csv").exists():
+            raise ConfigError(f"sweep_dir: {str(source)!r} has no results.csv for --out to report from")
+        a.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "results.csv", a.out / "results.csv")
+        source = a.out
+    elif (source / "results.csv").exists() and not any((d / "done").exists() for d in source.iterdir()):
+        raise ConfigError(f"sweep_dir: {str(source)!r} holds a published results.csv and no run folders; give "
+                          "--out DIR to write its report there instead of over the published one")
+    print(f"report: {write_report(source, a.all_runs, a.select, a.reference)}")
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}
