@@ -261,9 +261,7 @@ class Baseline(L.LightningModule):
         self.eval()
         tallies = self.val_tallies(env, names)
         self.train(training)
-        roles = {s.name: s.role for s in env.specs}
-        metrics = summarize("val", tallies, roles, (), env.role_weights())  # as the test pass weighs them
-        return metrics | {f"val/{k}": v for k, v in env.deployment_metrics(names).items()}
+        return self.summary("val", {n: t[None] for n, t in tallies.items()})
 
     def val_tallies(self, env: ShiftedEnv, names: list[str]) -> dict[str, Tensor]:
         """The final model's tally of each named sub-environment's validation samples (`final_val`); a baseline
@@ -275,16 +273,23 @@ class Baseline(L.LightningModule):
         name = env.eval_names(stage)[dataloader_idx]
         self.tallies[name] += self.score(env, batch, self._cf_gen if stage == "test" else None)
 
-    def _end(self, stage: str) -> dict[str, float]:
+    def summary(self, stage: str, tallies: dict[str, Tensor]) -> dict[str, float]:
+        """The metrics of each sub-environment's tally `[heads, ...]` (the model's head, then the probe's): the one
+        summary of the test pass, validation during training and `final_val`, with the environment's role weights
+        (WILDS' adjusted averages) in each, and the interventions on test samples only."""
         env = self.env
-        tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
         roles = {s.name: s.role for s in env.specs}
         interventions, weights = env.interventions if stage == "test" else (), env.role_weights()
-        metrics = summarize(stage, {n: t[0] for n, t in tallies.items()}, roles, interventions, weights)
-        if self.probe_head is not None:
-            metrics |= summarize("probe", {n: t[1] for n, t in tallies.items()}, roles, interventions, weights)
-            self.probe_head = None
-        metrics |= {f"{stage}/{k}": v for k, v in env.deployment_metrics(list(tallies)).items()}
+        heads = len(next(iter(tallies.values()))) if tallies else 1
+        metrics: dict[str, float] = {}
+        for head, prefix in enumerate((stage, "probe")[:heads]):
+            metrics |= summarize(prefix, {n: t[head] for n, t in tallies.items()}, roles, interventions, weights)
+        return metrics | {f"{stage}/{k}": v for k, v in env.deployment_metrics(list(tallies)).items()}
+
+    def _end(self, stage: str) -> dict[str, float]:
+        tallies = {n: self.trainer.strategy.reduce(t, reduce_op="sum") for n, t in self.tallies.items()}
+        metrics = self.summary(stage, tallies)
+        self.probe_head = None
         if stage == "val":  # through `self.log`, where callbacks (checkpoints, early stopping) can monitor them
             self.log_dict(metrics, rank_zero_only=True)
         else:  # straight to the loggers: 30-odd `self.log` calls cost about 20 ms, more than a tiny run's test
