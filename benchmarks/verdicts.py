@@ -18,8 +18,10 @@ tolerance at a measured scale), **does not close** (above it over the measured r
 or levelling off above it), **collapses** (ID accuracy under the bar), and the fallbacks **inconclusive** and
 **projected to close** (a projection past the largest measured scale, never counted wrong). Goal: wrong <= 5%.
 
-    .venv/bin/python benchmarks/verdicts.py            # 200 replicates per setting
-    .venv/bin/python benchmarks/verdicts.py --quick    # 50
+    .venv/bin/python benchmarks/verdicts.py                  # 200 replicates per setting, 95% per verdict
+    .venv/bin/python benchmarks/verdicts.py --quick          # 50
+    .venv/bin/python benchmarks/verdicts.py --bonferroni 18  # each verdict at 1 - 0.05 / 18, as `testbed report
+                                                             # --familywise bonferroni` sets it over 18 verdicts
 """
 
 import argparse
@@ -36,7 +38,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from testbed.analysis.endpoints import add_endpoints  # noqa: E402
-from testbed.analysis.report import judge  # noqa: E402
+from testbed.analysis.fits import CONFIDENCE, bonferroni  # noqa: E402
+from testbed.analysis.report import judge, percent  # noqa: E402
 
 X_MIN, DECADES = 100.0, 2.0
 REF_WG, REF_ID, CEILING = 0.70, 0.75, 0.75  # `confounded`: the invariant solution's ID accuracy is the ceiling
@@ -98,12 +101,14 @@ def sweep(family: Family, points: int, seeds: int, noise: str, replicates: int,
     return pd.concat([ref, method], ignore_index=True)
 
 
-def rates(family: Family, points: int, seeds: int, noise: str, replicates: int, seed: int) -> Counter:
-    """How often each verdict word is given to the method over `replicates` sweeps."""
+def rates(family: Family, points: int, seeds: int, noise: str, replicates: int, seed: int,
+          confidence: float = CONFIDENCE) -> Counter:
+    """How often each verdict word is given to the method over `replicates` sweeps, intervals at `confidence`."""
     runs = add_endpoints(sweep(family, points, seeds, noise, replicates, np.random.default_rng(seed)),
                          ["model.width"], "Oracle")
     method = runs[runs["baseline"] == "Method"]
-    return Counter(judge(group, "params", "confusion_gap", False)[1] for _, group in method.groupby("regime"))
+    return Counter(judge(group, "params", "confusion_gap", False, confidence=confidence)[1]
+                   for _, group in method.groupby("regime"))
 
 
 def main() -> None:
@@ -111,17 +116,24 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="50 replicates per setting")
     parser.add_argument("--family", type=str, default="", help="only families whose name contains this")
+    parser.add_argument("--confidence", type=float, default=CONFIDENCE, help="each verdict's level (default 0.95)")
+    parser.add_argument("--bonferroni", type=int, default=1, metavar="M",
+                        help="correct over M verdicts: each at 1 - (1 - confidence) / M, as the report's "
+                             "--familywise bonferroni over M verdicts")
     args = parser.parse_args()
     reps = 50 if args.quick else args.replicates
+    level = bonferroni(args.confidence, args.bonferroni)
     start = time.perf_counter()
-    print(f"{reps} replicates per setting; wrong set in brackets; rates in % (closes / projected / does not "
-          "close / collapses / inconclusive)\n")
+    print(f"{reps} replicates per setting; intervals at {percent(level)} per verdict"
+          + (f" (Bonferroni over {args.bonferroni}: {percent(args.confidence)} family-wise)" if args.bonferroni > 1
+             else "") + "; wrong set in brackets; rates in % (closes / projected / does not close / collapses / "
+          "inconclusive)\n")
     print("| family [wrong] | points | seeds | noise | " + " | ".join(WORDS) + " | wrong |")
     print("|---|---|---|---|" + "---|" * (len(WORDS) + 1))
     worst = {}
     for i, family in enumerate(f for f in FAMILIES if args.family in f.name):
         for j, (points, seeds, noise) in enumerate(itertools.product((3, 5, 7), (3, 5), NOISE)):
-            words = rates(family, points, seeds, noise, reps, seed=1000 * i + j)
+            words = rates(family, points, seeds, noise, reps, seed=1000 * i + j, confidence=level)
             wrong = 100 * sum(words[w] for w in family.wrong) / reps
             worst[family.name] = max(worst.get(family.name, 0.0), wrong)
             print(f"| {family.name} [{', '.join(sorted(family.wrong))}] | {points} | {seeds} | {noise} | "

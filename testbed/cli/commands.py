@@ -71,6 +71,13 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
     if report:
         p.add_argument("--reference", default=None,
                        help="the baseline the confusion gap is measured against (default: Oracle when present)")
+        p.add_argument("--confidence", type=float, default=0.95,
+                       help="the level of each verdict's intervals, or with --familywise of all together (default "
+                            "0.95)")
+        p.add_argument("--familywise", choices=["none", "bonferroni"], default="none",
+                       help="none: each verdict at --confidence; bonferroni: every interval widened to "
+                            "1 - (1 - confidence) / m over the m verdicts the report writes, so that all hold "
+                            "together at --confidence")
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {str(a.sweep_dir)!r} is not a folder; give OUT/<sweep name> of a sweep")
@@ -106,7 +113,9 @@ def report(argv: list[str]) -> None:
 
     a = _analysis("report", "Write report.md: a verdict per regime and baseline, fits with bootstrap intervals, "
                             "accuracy on the line, the reference check.", argv, report=True)
-    print(f"report: {write_report(a.sweep_dir, a.all_runs, a.select, a.reference)}")
+    path = write_report(a.sweep_dir, a.all_runs, a.select, a.reference, confidence=a.confidence,
+                        familywise=a.familywise)
+    print(f"report: {path}")
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}
