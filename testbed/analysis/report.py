@@ -67,7 +67,7 @@ from testbed.analysis.fits import (
     verdict,
 )
 from testbed.analysis.line import LINE_BASELINE, on_the_line
-from testbed.analysis.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
+from testbed.analysis.select import Selected, hparams_text, point_columns, save_selection, selected_runs
 from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 
@@ -299,13 +299,13 @@ def degenerate_report(sel: Selected, sweep_dir: Path, all_runs: bool) -> Path:
     save_selection(sel, sweep_dir)
     write_atomic(sweep_dir / "fits.csv", pd.DataFrame(columns=COLUMNS).to_csv(index=False))
     bad_lines, _ = degenerate_section(sel)
-    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
            f"Sweep `{sel.degenerate['sweep'].iloc[0]}`: all {len(sel.degenerate)} selected runs "
            f"({'every finished folder' if all_runs else 'of the sweep file as last run'}) are degenerate: each "
            "predicts one class on every test group, so nothing is fitted or drawn. Train longer (more epochs or "
            "steps, a larger learning rate) or wider models; see Degenerate runs.", "",
            "## Degenerate runs", "", *bad_lines, "",
-           "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+           "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
            *choices_table(sel), ""]
     path = sweep_dir / "report.md"
     write_atomic(path, "\n".join(out))
@@ -317,7 +317,8 @@ def choices_table(sel: Selected) -> list[str]:
         return ["One draw per scale point: nothing to select."]
     c = sel.choices
     regime = [col for col in ("config",) if col in c]
-    shown = [col for col in c.columns if col not in ("rule", "hparams", "draws", "seeds", "model", *regime)]
+    hidden = ("rule", "per", "hparams", "draws", "model", *regime, *(("seeds",) if sel.per == "point" else ()))
+    shown = [col for col in c.columns if col not in hidden]
     lines = ["| " + " | ".join([*regime, *shown, "draws", "hyperparameters"]) + " |",
              "|" + "---|" * (len(regime) + len(shown) + 2)]
     for r in c.to_dict("records"):
@@ -471,7 +472,8 @@ def code_warning(runs: pd.DataFrame) -> str | None:
 
 
 def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
-                 bootstrap: int | None = None, confidence: float = CONFIDENCE, familywise: str = "none") -> Path:
+                 bootstrap: int | None = None, confidence: float = CONFIDENCE, familywise: str = "none",
+                 per: str | None = None) -> Path:
     """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv. `confidence`: the level of
     each verdict's intervals or, with `familywise` "bonferroni", of all of them together."""
     from testbed.analysis.fit_plots import headline
@@ -479,7 +481,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
 
     check_level(confidence)
     check_choice("familywise", familywise, FAMILYWISE)
-    sel = selected_runs(sweep_dir, all_runs, rule, save=False)
+    sel = selected_runs(sweep_dir, all_runs, rule, save=False, per=per)
     if sel.runs.empty:  # every selected run predicts one class: nothing to fit, point at or draw
         return degenerate_report(sel, sweep_dir, all_runs)
     reference = reference_of(sel.runs, reference)
@@ -500,7 +502,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     seeds = runs["seed"].nunique()
 
     excluded = f", {len(sel.degenerate)} degenerate left out" if len(sel.degenerate) else ""
-    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
            f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
            f"({'every finished folder' if all_runs else 'of the sweep file as last run'}{excluded}): baselines "
            f"{', '.join(sorted(runs['baseline'].unique()))}; {sizes(runs['params'], 'model size', ' parameters')}, "
@@ -526,7 +528,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
                 "the tolerance.*", ""]
     out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
             "## Degenerate runs", "", *bad_lines, "",
-            "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+            "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
             *choices_table(sel), ""]
     if metrics:
         out += [f"## Endpoints at each model size ({held('params', runs)[7:]}, mean over seeds)", "",
@@ -550,7 +552,11 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
     control_lines, _ = render_dose(found.control, figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
-    out += ["## Criterion", "", criterion(metrics, level_text(found, confidence, familywise)), ""]
+    out += ["## Criterion", "", criterion(metrics, level_text(found, confidence, familywise)), "",
+            f"Selection: {sel.label}." + (" Each seed's runs are of the draw chosen on that seed, so the chosen runs' "
+                                          "spread, which the bootstrap resamples, carries the selection's noise."
+                                          if sel.per == "seed" else " The choice is taken as given by the intervals: "
+                                          "its noise is not carried."), ""]
     if seeds < MIN_SEEDS:
         out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
     others = [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]

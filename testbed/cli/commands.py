@@ -68,6 +68,9 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
                    help="how one hyperparameter draw is chosen per scale point: id_val (held-out ID accuracy; the "
                         "default when there are draws), val_wg (held-out worst-group accuracy), oracle (shifted "
                         "accuracy: test-domain selection, an upper bound), none (draw 0)")
+    p.add_argument("--select-per", choices=["point", "seed"], default=None,
+                   help="point (default): one draw per scale point, on its mean over seeds; seed: one draw per scale "
+                        "point and seed, as DomainBed's protocol, so that the selection's noise enters the spread")
     if report:
         p.add_argument("--reference", default=None,
                        help="the baseline the confusion gap is measured against (default: Oracle when present)")
@@ -85,22 +88,22 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
 
 
 def collect(argv: list[str]) -> None:
-    from testbed.analysis.select import label, selected_runs
+    from testbed.analysis.select import selected_runs
 
     a = _analysis("collect", "Gather a sweep's runs into one tidy table (results.csv) and the selection "
                              "(selected.csv).", argv)
-    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
-    print(f"selection: {label(sel.rule)}")
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select, per=a.select_per)
+    print(f"selection: {sel.label}")
     print(f"table: {a.sweep_dir / 'results.csv'}\nselected: {a.sweep_dir / 'selected.csv'}")
 
 
 def plot(argv: list[str]) -> None:
     from testbed.analysis.plots import plot_sweep
-    from testbed.analysis.select import label, selected_runs
+    from testbed.analysis.select import selected_runs
 
     a = _analysis("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
-    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
-    print(f"selection: {label(sel.rule)}")
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select, per=a.select_per)
+    print(f"selection: {sel.label}")
     if sel.runs.empty:
         print(f"figures: none: all {len(sel.degenerate)} selected runs predict one class (`testbed report` lists them)")
         return
@@ -114,7 +117,7 @@ def report(argv: list[str]) -> None:
     a = _analysis("report", "Write report.md: a verdict per regime and baseline, fits with bootstrap intervals, "
                             "accuracy on the line, the reference check.", argv, report=True)
     path = write_report(a.sweep_dir, a.all_runs, a.select, a.reference, confidence=a.confidence,
-                        familywise=a.familywise)
+                        familywise=a.familywise, per=a.select_per)
     print(f"report: {path}")
 
 
