@@ -54,6 +54,7 @@ from testbed.analysis.endpoints import (
     endpoints,
     id_guard,
     point_key,
+    positive_control,
     reference_of,
 )
 from testbed.analysis.fits import (
@@ -171,7 +172,39 @@ def detail_table(sub: pd.DataFrame) -> list[str]:
     return lines
 
 
-def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
+def regime_kinds(runs: pd.DataFrame) -> dict[str, tuple[bool, float, float]]:
+    """Per regime whose runs record both the attribute's training accuracy and the invariant ceiling: whether it
+    is a positive control (`endpoints.positive_control`), and the two numbers."""
+    known = {}
+    for regime, g in runs.groupby("regime"):
+        spurious = pd.to_numeric(g.get("spurious_accuracy"), errors="coerce")
+        ceiling = pd.to_numeric(g.get("ceiling"), errors="coerce")
+        if spurious is not None and ceiling is not None and spurious.notna().all() and ceiling.notna().all():
+            known[regime] = (positive_control(spurious.mean(), ceiling.mean()), spurious.mean(), ceiling.mean())
+    return known
+
+
+def kinds_lines(kinds: dict[str, tuple[bool, float, float]]) -> list[str]:
+    """The headline's split of the regimes into positive controls and those that carry the evidence about scale."""
+    if not kinds:
+        return []
+    name = lambda rs: ", ".join(f"`{r}` (attribute {kinds[r][1]:.2f}, ceiling {kinds[r][2]:.2f})" for r in rs)  # noqa: E731
+    controls = [r for r, (c, _, _) in kinds.items() if c]
+    evidence = [r for r, (c, _, _) in kinds.items() if not c]
+    out = []
+    if controls:
+        out.append(f"**Positive control: {name(controls)}.** In training the spurious attribute alone predicts the "
+                   "label better than the invariant ceiling, so the ID-optimal predictor follows it: ERM's reliance "
+                   "near 1 and a gap that does not close are expected there at any scale, by construction. They check "
+                   "the instruments (reliance, the gap, the ID guard), not whether scale helps.")
+    if evidence:
+        out.append(f"**Evidence about scale: {name(evidence)}.** The attribute predicts no better than the ceiling, so "
+                   "the invariant predictor is also ID-optimal (shortcut-like): whether a method's gap closes with "
+                   "scale here is the answer the sweep exists for.")
+    return [line for text in out for line in (text, "")]
+
+
+def verdict_table(rows: pd.DataFrame, primary: str, kinds: dict | None = None) -> list[str]:
     axes = [a for a in AXES if a in set(rows["axis"])]
     lines = ["| regime | baseline | " + " | ".join(f"vs {AXES[a][0]}" for a in axes) + " | reason |",
              "|---|---|" + "---|" * (len(axes) + 1)]
@@ -185,7 +218,8 @@ def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
                 r = by.loc[(first, metric)]
                 what = f"{SHORT[metric]} {r.fit.first:.2f} -> {r.fit.last:.2f}"
                 reason.append(f"{what}: {r.reason}" if metric == primary else f"{what} ({r.verdict})")
-        lines.append(f"| {regime} | {baseline} | " + " | ".join(cells)
+        tag = " (positive control)" if (kinds or {}).get(regime, (False,))[0] else ""
+        lines.append(f"| {regime}{tag} | {baseline} | " + " | ".join(cells)
                      + f" | vs {AXES[first][0]}: " + "; ".join(reason) + " |")
     return lines
 
@@ -517,7 +551,8 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
     else:
         out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
-                *verdict_table(rows, primary), "", family_line(found, confidence, familywise), ""]
+                *verdict_table(rows, primary, regime_kinds(runs)), "", *kinds_lines(regime_kinds(runs)),
+                family_line(found, confidence, familywise), ""]
         axis = next(a for a in AXES if (rows["axis"] == a).any())
         shown = [m for m in ("spurious_reliance", primary) if m in metrics]
         head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
