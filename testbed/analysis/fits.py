@@ -16,7 +16,7 @@ variance), so each resampled mean is moved away from the observed one by `t_{n-1
 default; a Bonferroni level over a report's verdicts when asked), through one `interval` and one `inflation`; a
 narrow tail gets more replicates (TAIL_DRAWS beyond each end). Not carried: seeds are resampled independently at
 each scale point (a seed that is the same data draw at every point is not resampled jointly), and the selection
-of the hyperparameter draw.
+of the hyperparameter draw when it is made per point (per seed, its noise is in the runs' spread).
 
 The tolerance a verdict uses is the endpoint's nominal one or, if larger, the standard error of a mean at one
 scale point (the pooled within-point s.d. over the root of the seeds): no finer than the measurement.

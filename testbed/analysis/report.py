@@ -6,8 +6,9 @@ held at their largest (`along`): parameters, training samples, and FLOPs as the 
 the log-linear trend and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one
 for the point estimates; intervals are CONFIDENCE bootstrap intervals over seeds in which every replicate refits both
 forms and picks its own by AICc (`testbed.analysis.fits`). Not carried by the intervals: seeds are resampled
-independently at each scale point, and the selection of the hyperparameter draw (when selection is on) is
-taken as given. The tolerance is the nominal one (TOLERANCES) or, if larger, the standard error of a mean
+independently at each scale point, and the selection of the hyperparameter draw is taken as given when it is
+made per point (`--select-per seed`, DomainBed's protocol, puts its noise into the spread). The tolerance is
+the nominal one (TOLERANCES) or, if larger, the standard error of a mean
 at one scale point (the pooled within-point s.d. over the root of the seeds); the reason gives the effective
 one. Fits, intervals and drawn lines are held in the endpoint's bounds ([0, 1] for reliance, [-1, 1] for
 gaps and shortfalls). The verdict words, used everywhere in the report:
