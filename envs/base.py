@@ -46,6 +46,14 @@ class EnvSpec:
         return f"{self.role}:corr={self.corr:.2f}"
 
 
+def agreement(specs: list["EnvSpec"], p_break: float, n_attr: int) -> float:
+    """How often the attribute equals the label in training, over equal-sized training environments whose
+    attribute agrees with the label with probability `corr`, except a share `p_break` drawn uniformly: the
+    accuracy of predicting the label from the attribute alone."""
+    corrs = [s.corr for s in specs if s.role == "train"]
+    return round(sum((1 - p_break) * c + p_break / n_attr for c in corrs) / len(corrs), 10)  # 0.85, not 0.85000001
+
+
 def corr_specs(train_corrs: tuple[float, ...], val_corrs: tuple[float, ...] | None,
                test_corrs: tuple[float, ...]) -> list[EnvSpec]:
     """Sub-environments from a correlation per environment and role; held-out ones default to training's."""
@@ -216,6 +224,13 @@ class ShiftedEnv(L.LightningDataModule):
     def ceiling(self) -> float | None:
         """The invariant ceiling: the best accuracy a model that ignores the spurious attribute can reach on the
         shifted data, where the environment knows it; None where it does not."""
+        return None
+
+    @property
+    def spurious_accuracy(self) -> float | None:
+        """The training accuracy of the best predictor that reads only the spurious attribute, where the environment
+        knows it; None where it does not. Beside `ceiling` it tells a positive control (the attribute predicts
+        better than the causal feature: `testbed.analysis.endpoints.positive_control`)."""
         return None
 
     def generator(self, spec: EnvSpec, split: Split) -> torch.Generator:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.datasets import MNIST
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, corr_specs
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, agreement, corr_specs
 from testbed.envs.files import require_files
 from testbed.errors import ConfigError, check_positive, check_unit
 
@@ -97,6 +97,11 @@ class ColoredMNIST(ShiftedEnv):
         """A model that reads the digit and ignores the colour is right unless the label is noise (0.75 in
         Arjovsky et al. 2019)."""
         return 1.0 - self.label_noise
+
+    @property
+    def spurious_accuracy(self) -> float:
+        """The colour alone predicts the training label as often as it agrees with it."""
+        return agreement(self.specs, self.p_break, self.n_attr)
 
     def make(self, spec: EnvSpec, index: int, split: Split) -> Batch:
         g = self.generator(spec, split)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, corr_specs
+from testbed.envs.base import Batch, EnvSpec, ShiftedEnv, Split, agreement, corr_specs
 from testbed.errors import ConfigError, check_positive, check_unit
 
 # Shapes as predicates on coordinates (u, v) in units of the shape's radius.
@@ -100,6 +100,11 @@ class SpuriousShapes(ShiftedEnv):
     def ceiling(self) -> float:
         """A model that reads the shape perfectly and ignores the colour is right unless the label is noise."""
         return 1.0 - self.label_noise
+
+    @property
+    def spurious_accuracy(self) -> float:
+        """The colour alone predicts the training label as often as it agrees with it."""
+        return agreement(self.specs, self.p_break, self.n_attr)
 
     def size(self, spec: EnvSpec, index: int, split: Split) -> int:
         if split != "train":

@@ -8,7 +8,8 @@ from pathlib import Path
 def write_run(sweep_dir: Path, run_id: str, *, baseline: str, seed: int, width: int, params: float,
               metrics: dict[str, float], regime: str = "confounded", n_train: int = 1000, draw: int | None = None,
               hparams: dict | None = None, converged: bool | None = None, ceiling: float | None = None,
-              axes: dict | None = None, stage: str = "", n_attr: int | None = None) -> None:
+              axes: dict | None = None, stage: str = "", n_attr: int | None = None,
+              spurious_accuracy: float | None = None) -> None:
     """One finished run (with more sweep `axes` and a sweep `stage` if given) of a two-class environment. Leaving
     draw, converged, ceiling and n_attr at None writes the files of an older run."""
     out = sweep_dir / run_id
@@ -25,6 +26,8 @@ def write_run(sweep_dir: Path, run_id: str, *, baseline: str, seed: int, width: 
                               "train_loss": 0.3, "train_acc": 0.9 if converged else 0.6}
     if ceiling is not None:
         res["ceiling"] = ceiling
+    if spurious_accuracy is not None:
+        res["spurious_accuracy"] = spurious_accuracy
     if n_attr is not None:
         res |= {"n_classes": 2, "n_attr": n_attr}
     (out / "run.json").write_text(json.dumps(run))

@@ -32,7 +32,14 @@ def test_the_report_of_a_published_results_csv_is_the_report_of_its_runs(tmp_pat
     assert again["Online training"].startswith("Online training\n\nRead from a published `results.csv`")
     for title in ours:
         if title != "Online training":
-            assert again[title] == ours[title], title
+            mismatch = [line for line in again[title].splitlines() if line not in ours[title].splitlines()]
+            if title == "Verdict":  # the count of verdicts leaves out the online ones, and says so
+                assert [line.split(".**")[0] for line in mismatch] == ["**11 verdicts rest on intervals, each at 95%"]
+                assert mismatch[0].endswith("the online and continual verdicts, made from the run folders' curves, "
+                                            "are not among them.")
+                assert "**13 verdicts rest on intervals" in ours[title]
+            else:
+                assert not mismatch, (title, mismatch)
     assert (tmp_path / "again/fits.csv").read_text() == (sweep / "fits.csv").read_text()
     assert (tmp_path / "again/selected.csv").read_text() == (sweep / "selected.csv").read_text()
 

@@ -46,7 +46,7 @@ def test_id_val_selects_the_learning_draw_at_both_widths(tmp_path):
     assert set(chosen["rule"]) == {"id_val"} and len(chosen) == 4  # 2 baselines x 2 widths
     assert (chosen["draw"] == 1).all() and chosen["hparams"].str.contains("0.001").all()
     report = (tmp_path / "lr/report.md").read_text()
-    assert report.startswith("## Verdict\n\n**Selection: `id_val` (by `val/acc_id`): training-domain")
+    assert report.startswith("## Verdict\n\n**Selection: `id_val` (by `val/acc_id`, per point): training-domain")
     assert "| confounded | ERM | 16 | 1 | 0.850 | 2 | model.lr=0.001 |" in report
     assert "Warning" not in report.split("## Reference check")[0]
 
@@ -211,3 +211,35 @@ def test_a_sweep_of_degenerate_runs_only_is_reported_as_such(tmp_path, capsys):
     assert pd.read_csv(sweep / "fits.csv").empty and (sweep / "selected.csv").exists()
     run_cli("plot", str(sweep))
     assert "figures: none: all 8 selected runs predict one class" in capsys.readouterr().out
+
+
+def test_per_seed_selection_chooses_within_each_seed_as_domainbed(tmp_path, capsys):
+    """Validation scores by draw and seed: draw 1 has the better mean (0.817 against 0.767) but only seed 0 scores it
+    higher. Per point every seed takes draw 1; per seed (DomainBed's protocol) seed 0 takes draw 1 and seeds 1 and 2
+    draw 0, and the report says that the selection's noise enters the spread."""
+    val = {0: [0.70, 0.80, 0.80], 1: [0.95, 0.75, 0.75]}
+    for width, params in ((16, 1e4), (64, 1e5)):
+        for draw in (0, 1):
+            for seed in range(3):
+                metrics = aggregate_metrics(0.8, 0.6, 0.5 + 0.1 * draw, 0.5) | {"val/acc_id": val[draw][seed]}
+                write_run(tmp_path / "s", f"ERM-{width}-{draw}-{seed}", baseline="ERM", seed=seed, width=width,
+                          params=params, metrics=metrics, draw=draw, hparams={"model.lr": LRS[draw]}, converged=True)
+    write_manifest(tmp_path / "s")
+    run_cli("report", str(tmp_path / "s"))
+    chosen = pd.read_csv(tmp_path / "s/selected.csv")
+    assert (chosen["per"] == "point").all() and (chosen["draw"] == 1).all() and (chosen["seeds"] == 3).all()
+    assert "The choice is taken as given by the intervals" in (tmp_path / "s/report.md").read_text()
+
+    run_cli("report", str(tmp_path / "s"), "--select-per", "seed")
+    chosen = pd.read_csv(tmp_path / "s/selected.csv").set_index(["model.width", "draw"])
+    assert (chosen["per"] == "seed").all() and len(chosen) == 4  # 2 widths x the 2 draws some seed chose
+    assert chosen.loc[(16, 1), "seeds"] == 1 and chosen.loc[(16, 0), "seeds"] == 2
+    assert chosen.loc[(16, 1), "val/acc_id"] == pytest.approx(0.95)
+    assert chosen.loc[(16, 0), "val/acc_id"] == pytest.approx(0.80)
+    report = (tmp_path / "s/report.md").read_text()
+    assert report.startswith("## Verdict\n\n**Selection: `id_val` (by `val/acc_id`, per seed)")
+    assert "carries the selection's noise" in report.split("## Criterion")[1]
+    points = report.split("## Endpoints at each model size")[1].split("##")[0]
+    assert "| confounded | ERM | 10,000 | 0.800 | 0.600 | 0.533 |" in points  # worst group: 0.6, 0.5, 0.5 averaged
+    err = cli_error(capsys, "report", str(tmp_path / "s"), "--select-per", "x")
+    assert len(err) == 1 and "--select-per" in err[0] and "'point', 'seed'" in err[0]

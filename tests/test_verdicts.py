@@ -214,3 +214,74 @@ def test_two_runs_of_one_seed_count_as_one_seed():
     counted = fit_trend(x, y, 0.02, seeds=np.tile([0, 0, 0, 1, 1, 1], 3))
     assert runs_only.seeds == 6 and counted.seeds == 2 < fits.MIN_SEEDS
     assert fits.verdict(counted, 0.02, "parameters")[0] == "inconclusive"
+
+
+def test_the_report_counts_its_verdicts_and_corrects_them_family_wise(tmp_path, small_bootstrap, capsys):
+    """5 verdicts rest on intervals (Levels and IRM x gap and reliance, the Oracle's reliance; its gap is the
+    reference). At 95% each the report says what 5 of them mean together; with --familywise bonferroni every
+    interval is at 1 - 0.05 / 5 = 99%, wider, and the criterion says so; bad levels and rules exit 2."""
+    sweep = tmp_path / "synthetic"
+    synthetic_sweep(sweep, seeds=4, noise=0.005, baselines={"Levels": TRUTH["Levels"], "IRM": TRUTH["IRM"]})
+    run_cli("report", str(sweep))
+    plain = pd.read_csv(sweep / "fits.csv")
+    report = (sweep / "report.md").read_text()
+    verdict, criterion = report.split("## Reference check")[0], report.split("## Criterion")[1]
+    assert "**5 verdicts rest on intervals, each at 95%.**" in verdict
+    assert "up to 0.25 of them may be wrong in expectation" in verdict
+    assert "at least one is wrong can reach 25%" in verdict and "23% if they were independent" in verdict
+    assert "`testbed report --familywise bonferroni` widens every interval to 99%" in verdict
+    assert "95% (per verdict, no family-wise correction) bootstrap intervals" in criterion
+
+    run_cli("report", str(sweep), "--familywise", "bonferroni")
+    wide = pd.read_csv(sweep / "fits.csv")
+    report = (sweep / "report.md").read_text()
+    assert "**5 verdicts rest on intervals, corrected family-wise (Bonferroni): each interval at 99%" in report
+    assert ("99% (Bonferroni over the 5 verdicts that rest on intervals: 95% family-wise) bootstrap intervals"
+            in report.split("## Criterion")[1])
+    levels = plain.set_index(["baseline", "metric"]), wide.set_index(["baseline", "metric"])
+    width = [(t.loc[("Levels", "confusion_gap"), "m_inf_high"] - t.loc[("Levels", "confusion_gap"), "m_inf_low"])
+             for t in levels]
+    assert width[1] > 1.3 * width[0]  # t_3 at 99.5% against t_3 at 97.5%: 1.8x for one mean
+    assert wide.loc[wide.baseline == "IRM", "verdict"].eq("collapses").any()  # the guard is not widened
+
+    for args, field, allowed in ((["--confidence", "1.5"], "confidence", "[0.5, 1)"),
+                                 (["--familywise", "holm"], "--familywise", "'none', 'bonferroni'")):
+        with pytest.raises(SystemExit) as exit_:
+            run_cli("report", str(sweep), *args)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert field in err and allowed in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_headline_tells_the_positive_control_from_the_regimes_that_carry_the_evidence(tmp_path, small_bootstrap):
+    """Each regime is classed from what its runs record of the environment: colour 0.85 against a 0.75 ceiling
+    (`confounded`'s label noise 0.25, correlations 0.9 and 0.8) is a positive control; colour 0.97 against 1.0
+    (`shortcut`) carries the evidence. The names play no part: here the control is called `b` and the other `a`."""
+    sweep, rng = tmp_path / "kinds", np.random.default_rng(0)
+    for regime, spurious, ceiling in (("b", 0.85, 0.75), ("a", 0.97, 1.0)):
+        for width, p in zip(WIDTHS, PARAMS):
+            for seed in range(3):
+                for baseline, wg in (("Oracle", ceiling - 0.03), ("ERM", 0.2)):
+                    write_run(sweep, f"{regime}-{baseline}-{width}-{seed}", baseline=baseline, seed=seed, width=width,
+                              params=p, regime=regime, ceiling=ceiling, spurious_accuracy=spurious,
+                              metrics=aggregate_metrics(ceiling, wg + 0.05, wg + rng.normal(0, 0.01), 0.95))
+    write_manifest(sweep)
+    run_cli("report", str(sweep))
+    verdict = (sweep / "report.md").read_text().split("## Reference check")[0]
+    assert "**Positive control: `b` (attribute 0.85, ceiling 0.75).**" in verdict
+    assert "**Evidence about scale: `a` (attribute 0.97, ceiling 1.00).**" in verdict
+    assert "| b (positive control) | ERM |" in verdict and "| a | ERM |" in verdict
+
+
+def test_the_environments_record_what_makes_a_positive_control():
+    from testbed.analysis.endpoints import positive_control
+    from testbed.envs.shapes import SpuriousShapes
+
+    confounded = SpuriousShapes(train_corrs=(0.9, 0.8), label_noise=0.25)
+    shortcut = SpuriousShapes(train_corrs=(0.99, 0.95), label_noise=0.0)
+    rare = SpuriousShapes(train_corrs=(1.0, 0.99), label_noise=0.0, p_break=0.02)
+    assert (confounded.spurious_accuracy, confounded.ceiling) == (0.85, 0.75)
+    assert rare.spurious_accuracy == pytest.approx(0.98 * 0.995 + 0.01)
+    assert positive_control(confounded.spurious_accuracy, confounded.ceiling)
+    assert not positive_control(shortcut.spurious_accuracy, shortcut.ceiling)
+    assert not positive_control(rare.spurious_accuracy, rare.ceiling)

@@ -78,7 +78,8 @@ def run_rows(run_dir: Path) -> list[dict]:
             "corr": res["train_corr"], "wall_time_s": res["wall_time_s"],
             "sweep_stage": run.get("stage") or "", "code": run.get("code") or "unrecorded", "draw": run.get("draw", 0),
             "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
-            **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"), "one_class": one_class(res), **axes}
+            **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"),
+            "spurious_accuracy": res.get("spurious_accuracy"), "one_class": one_class(res), **axes}
     rows = []
     for key, value in res["metrics"].items():
         stage, env, role, metric, env_corr = parse_key(key)
@@ -123,7 +124,8 @@ def axis_columns(table: pd.DataFrame) -> list[str]:
     """The sweep's axis columns of a tidy table (every column that `run_rows` does not name itself)."""
     own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s",
            "sweep_stage", "code", "draw",
-           "hparams", *CONVERGENCE, "ceiling", "one_class", "stage", "env", "role", "env_corr", "metric", "value"}
+           "hparams", *CONVERGENCE, "ceiling", "spurious_accuracy",
+           "one_class", "stage", "env", "role", "env_corr", "metric", "value"}
     return [c for c in table.columns if c not in own]
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from testbed.analysis.dose import regime_of
 from testbed.analysis.endpoints import TOLERANCE
-from testbed.analysis.fits import fit_trend, verdict
+from testbed.analysis.fits import CONFIDENCE, Fit, fit_trend, verdict
 
 
 def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -36,12 +36,12 @@ def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def continual_lines(runs: pd.DataFrame) -> list[str]:
-    """The part's lines, from `runs` (`testbed.analysis.dose.read_runs`, the selected draws); none without
-    ContinualFinetune runs."""
+def continual_lines(runs: pd.DataFrame, confidence: float = CONFIDENCE) -> tuple[list[str], list[Fit]]:
+    """The part's lines, from `runs` (`testbed.analysis.dose.read_runs`, the selected draws), and the fits its
+    verdicts rest on (intervals at `confidence`); none without ContinualFinetune runs."""
     continual = continual_table(runs)
     if continual.empty:
-        return []
+        return [], []
     tol = TOLERANCE["spurious_reliance"]
     out = ["### Continual fine-tuning: reliance on each phase's attribute", "",
            "Does continual fine-tuning learn the new spurious correlation at every size? "
@@ -52,12 +52,15 @@ def continual_lines(runs: pd.DataFrame) -> list[str]:
         out.append(f"| {regime} | {params:,} | {phase}{' (new attribute)' if g['new'].iloc[0] else ''} | "
                    f"`{g['changes'].iloc[0]}` | {g['reliance'].mean():.3f} | {len(g)} |")
     out.append("")
+    fits = []
     for regime, g in continual[continual["new"]].groupby("regime"):
         if g["params"].nunique() < 2:
             word, reason = "inconclusive", "one model size: at least two are needed for a trend"
         else:
-            word, reason = verdict(fit_trend(g["params"].to_numpy(), g["reliance"].to_numpy(), tol), tol, "parameters")
+            fits.append(fit_trend(g["params"].to_numpy(), g["reliance"].to_numpy(), tol, seeds=g["seed"].to_numpy(),
+                                  confidence=confidence))
+            word, reason = verdict(fits[-1], tol, "parameters")
         claim = {"does not close": "larger models learn the new spurious correlation too",
                  "closes": "with scale it stops learning the new spurious correlation"}.get(word, "undecided")
         out += [f"**{regime}: reliance on the new attribute vs parameters: {word}** ({claim}; {reason}).", ""]
-    return out
+    return out, fits

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.analysis.collect import condition, current_runs
-from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit, fit_trend
+from testbed.analysis.fits import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Fit, fit_trend
 
 TARGET_SHARE = 0.95
 FLAT = 0.25  # decades of dose per decade of parameters (a factor of 1.8) that count as no change
@@ -162,16 +162,16 @@ def needed(table: pd.DataFrame) -> pd.DataFrame:
         to_target=("to_target", "mean"), samples=("samples_to_target", "mean"), target=("target", "mean"))
 
 
-def dose_verdict(group: pd.DataFrame, words: str) -> tuple[str, str, Fit | None]:
+def dose_verdict(group: pd.DataFrame, words: str, confidence: float = CONFIDENCE) -> tuple[str, str, Fit | None]:
     """The verdict on the dose to target (`to_target` of `group`, one regime and fraction; `words` names it)
-    against parameters, its reason, and the Fit."""
+    against parameters, its reason, and the Fit (intervals at `confidence`)."""
     reached = group.dropna(subset=["to_target"])
     missed = len(group) - len(reached)
     note = f"; {missed} size-seed pair(s) never reached the target and are left out" if missed else ""
     if reached["params"].nunique() < 2:
         return "inconclusive", f"the target was reached at {reached['params'].nunique()} model size(s){note}", None
     fit = fit_trend(reached["params"].to_numpy(), np.log10(1 + reached["to_target"].to_numpy()), 0.0,
-                    seeds=reached["seed"].to_numpy())
+                    seeds=reached["seed"].to_numpy(), confidence=confidence)
     ci = f"{fit.slope:+.2f} decades per decade of parameters [{fit.slope_low:+.2f}, {fit.slope_high:+.2f}]"
     factor = f"x{10 ** fit.slope:.2g} per decade [x{10 ** fit.slope_low:.2g}, x{10 ** fit.slope_high:.2g}]"
     if fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:
@@ -213,8 +213,9 @@ class DoseNumbers:
     regimes: list[Regime]
 
 
-def dose_numbers(dose: Dose, runs: pd.DataFrame) -> DoseNumbers | None:
-    """The section's numbers from `runs` (`read_runs`, the selected draws); None without runs of `dose.baseline`."""
+def dose_numbers(dose: Dose, runs: pd.DataFrame, confidence: float = CONFIDENCE) -> DoseNumbers | None:
+    """The section's numbers from `runs` (`read_runs`, the selected draws), the verdicts' intervals at
+    `confidence`; None without runs of `dose.baseline`."""
     table = dose_table(dose, runs)
     if table.empty:
         return None
@@ -222,7 +223,7 @@ def dose_numbers(dose: Dose, runs: pd.DataFrame) -> DoseNumbers | None:
     for regime in sorted(table["regime"].unique()):
         sub = table[table["regime"] == regime]
         need = needed(sub[sub["target"].notna()])
-        verdicts = [FractionVerdict(fraction, *dose_verdict(at, dose.dose_words))
+        verdicts = [FractionVerdict(fraction, *dose_verdict(at, dose.dose_words, confidence))
                     for fraction, at in need[need["fraction"] > 0].groupby("fraction")]
         regimes.append(Regime(regime, sub, need, sorted(sub.loc[sub["target"].isna(), "params"].unique()), verdicts))
     return DoseNumbers(dose, table, regimes)

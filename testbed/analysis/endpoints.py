@@ -34,6 +34,17 @@ WHAT = {"confusion_gap": "confusion gap (reference - method, OOD worst-group acc
         "probe_confusion_gap": "probe confusion gap (reference - method, probe OOD worst-group acc.)"}
 
 
+def positive_control(spurious_accuracy: float, ceiling: float) -> bool:
+    """Whether a regime is a positive control: in training the spurious attribute alone predicts the label better
+    than the invariant ceiling (the causal feature alone). Where the label is the causal class up to label noise
+    and the attribute agrees with the label at a rate (SpuriousShapes, Colored MNIST), the best predictor of the
+    training data given both then follows the attribute wherever the two disagree, since P(y = a | s != a) beats
+    P(y = s | s != a) exactly when corr > 1 - label_noise: ERM's population optimum relies on the attribute at any
+    scale (reliance 1 by construction). Where it predicts no better, the invariant predictor is also ID-optimal
+    (a shortcut), and whether scale finds it is the question."""
+    return spurious_accuracy > ceiling
+
+
 def point_key(runs: pd.DataFrame, axes: list[str]) -> list[str]:
     """Columns naming a scale point across baselines: the regime and every axis but the baseline's class that all
     runs have (an axis of one stage only, such as Online's `model.fraction`, is part of its baseline's label)."""

@@ -12,9 +12,11 @@ of the form choice (they do not condition on the form chosen once). A percentile
 seeds is too narrow for small n (it misses the t distribution's tails and the (n-1)/n bias of the plug-in
 variance), so each resampled mean is moved away from the observed one by `t_{n-1} / z * sqrt(n / (n-1))`
 (2.7 at three seeds, 1.6 at five, 1.1 at twenty): the interval of one mean then has the t interval's width.
-`tests/test_verdicts.py` checks the coverage. Not carried: seeds are resampled independently at each scale
-point (a seed that is the same data draw at every point is not resampled jointly), and the selection of the
-hyperparameter draw.
+`tests/test_verdicts.py` checks the coverage. Every interval is at one level, `confidence` (CONFIDENCE, 95%, by
+default; a Bonferroni level over a report's verdicts when asked), through one `interval` and one `inflation`; a
+narrow tail gets more replicates (TAIL_DRAWS beyond each end). Not carried: seeds are resampled independently at
+each scale point (a seed that is the same data draw at every point is not resampled jointly), and the selection
+of the hyperparameter draw when it is made per point (per seed, its noise is in the runs' spread).
 
 The tolerance a verdict uses is the endpoint's nominal one or, if larger, the standard error of a mean at one
 scale point (the pooled within-point s.d. over the root of the seeds): no finer than the measurement.
@@ -27,6 +29,8 @@ import numpy as np
 from scipy import optimize, stats
 
 BOOTSTRAP = 1000
+CONFIDENCE = 0.95  # each verdict's intervals; `testbed report --familywise bonferroni` raises it over the verdicts
+TAIL_DRAWS = 25  # bootstrap replicates beyond each end of an interval: BOOTSTRAP gives 25 at 95%, a narrower tail more
 MIN_POINTS = 3
 MIN_SEEDS = 3
 ALPHAS = np.geomspace(0.01, 4.0, 160)  # the exponents the bootstrap refits search (the point fit refines)
@@ -35,10 +39,10 @@ ALPHAS = np.geomspace(0.01, 4.0, 160)  # the exponents the bootstrap refits sear
 @dataclass
 class Fit:
     form: str  # "log-linear" or "power law": the one with the lower AICc
-    slope: float  # log-linear: change per decade of scale, with its 95% interval
+    slope: float  # log-linear: change per decade of scale, with its interval (at `confidence`, as every interval)
     slope_low: float
     slope_high: float
-    m_inf: float  # power law: the asymptote, with its 95% interval
+    m_inf: float  # power law: the asymptote, with its interval
     m_inf_low: float
     m_inf_high: float
     closing_scale: float  # where the chosen curve crosses the tolerance; inf: not within the horizon
@@ -61,6 +65,7 @@ class Fit:
     tolerance: float  # the nominal tolerance, or the standard error of a mean at one point if larger
     power_share: float  # the share of bootstrap replicates whose AICc chose the power law
     bounds: tuple[float, float] = (-1.0, 1.0)
+    confidence: float = CONFIDENCE
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The chosen curve at x, held inside the endpoint's bounds."""
@@ -78,11 +83,29 @@ class Fit:
         return self.x_max * self.x_max / self.x_min
 
 
-def inflation(n: int) -> float:
-    """How much wider than a percentile bootstrap a t interval of a mean over n runs is."""
+def inflation(n: int, confidence: float = CONFIDENCE) -> float:
+    """How much wider than a percentile bootstrap a t interval of a mean over n runs is, at `confidence`."""
     if n < 2:
         return 1.0
-    return stats.t.ppf(0.975, n - 1) / stats.norm.ppf(0.975) * np.sqrt(n / (n - 1))
+    q = 1 - (1 - confidence) / 2
+    return stats.t.ppf(q, n - 1) / stats.norm.ppf(q) * np.sqrt(n / (n - 1))
+
+
+def interval(values: np.ndarray, confidence: float = CONFIDENCE, outward: bool = False) -> tuple[float, float]:
+    """The central `confidence` percentile interval of bootstrap replicates (NaN ignored); `outward`: the
+    replicates at or just outside each end (for a closing scale, whose replicates may be infinite)."""
+    tail = (1 - confidence) / 2
+    if outward:
+        return (float(np.nanquantile(values, tail, method="lower")),
+                float(np.nanquantile(values, 1 - tail, method="higher")))
+    low, high = np.nanquantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def replicates(confidence: float, bootstrap: int | None = None) -> int:
+    """Bootstrap replicates for intervals at `confidence`: `bootstrap` (else BOOTSTRAP), or enough to put TAIL_DRAWS
+    replicates beyond each end where the tails are narrower (a Bonferroni level)."""
+    return max(bootstrap or BOOTSTRAP, int(np.ceil(TAIL_DRAWS / ((1 - confidence) / 2))))
 
 
 def linear(logx: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,10 +176,12 @@ def closing(form: str, tol: float, x_min: float, intercept, slope, m_inf, amp, a
 
 
 def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap: int | None = None,
-              bounds: tuple[float, float] = (-1.0, 1.0), seeds: np.ndarray | None = None) -> Fit:
-    """Both forms through (scale, endpoint) pairs, one pair per run, with bootstrap intervals over the runs
-    at each scale point; `bounds`: where the endpoint lives (a gap in [-1, 1], a reliance in [0, 1]); `seeds`:
-    each run's seed, so that `Fit.seeds` counts distinct seeds (two runs of one seed are not two seeds)."""
+              bounds: tuple[float, float] = (-1.0, 1.0), seeds: np.ndarray | None = None,
+              confidence: float = CONFIDENCE) -> Fit:
+    """Both forms through (scale, endpoint) pairs, one pair per run, with bootstrap intervals at `confidence`
+    over the runs at each scale point; `bounds`: where the endpoint lives (a gap in [-1, 1], a reliance in
+    [0, 1]); `seeds`: each run's seed, so that `Fit.seeds` counts distinct seeds (two runs of one seed are not
+    two seeds)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     levels = np.unique(x)
     fewest = int(min(len(np.unique(np.asarray(seeds)[x == v])) for v in levels)) if seeds is not None else None
@@ -174,13 +199,13 @@ def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap
     tol_eff = max(tol, float(np.sqrt(within / dof / w.min())) if dof > 0 else tol)
 
     rng = np.random.default_rng(seed)
-    reps = bootstrap or BOOTSTRAP
+    reps = replicates(confidence, bootstrap)
     boot, within_b = np.empty((reps, len(levels))), np.zeros(reps)
     for j, g in enumerate(groups):
         draw = g[rng.integers(0, len(g), (reps, len(g)))]
         resampled = draw.mean(1)
         within_b += ((draw - resampled[:, None]) ** 2).sum(1)
-        boot[:, j] = means[j] + inflation(len(g)) * (resampled - means[j])
+        boot[:, j] = means[j] + inflation(len(g), confidence) * (resampled - means[j])
     a_b, b_b = linear(logx, boot, w)
     rss_lin_b = (w * (boot - a_b[:, None] - b_b[:, None] * logx) ** 2).sum(1) + within_b
     if powered:
@@ -197,28 +222,38 @@ def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap
         end_b = np.clip(np.where(power_b, m_b + amp_b * u[-1] ** -alpha_b, a_b + b_b * logx[-1]), *bounds)
     horizon = levels[-1] ** 2 / levels[0]
     cap = lambda v: float(v) if v <= horizon else np.inf  # noqa: E731  (never claimed past the horizon)
-    fit = Fit(form=form, slope=b0, slope_low=float(np.percentile(b_b, 2.5)),
-              slope_high=float(np.percentile(b_b, 97.5)), m_inf=m0,
-              m_inf_low=float(np.nanpercentile(m_b, 2.5)) if powered else np.nan,
-              m_inf_high=float(np.nanpercentile(m_b, 97.5)) if powered else np.nan,
-              closing_scale=cap(close0), closing_low=cap(np.quantile(close_b, 0.025, method="lower")),
-              closing_high=cap(np.quantile(close_b, 0.975, method="higher")),
-              first=float(means[0]), last=float(means[-1]),
-              last_low=float(np.clip(np.percentile(boot[:, -1], 2.5), *bounds)),
-              last_high=float(np.clip(np.percentile(boot[:, -1], 97.5), *bounds)), points=len(levels),
+    slope_low, slope_high = interval(b_b, confidence)
+    m_inf_low, m_inf_high = interval(m_b, confidence) if powered else (np.nan, np.nan)
+    closing_low, closing_high = interval(close_b, confidence, outward=True)
+    last_low, last_high = np.clip(interval(boot[:, -1], confidence), *bounds)
+    end_low, end_high = interval(end_b, confidence)
+    fit = Fit(form=form, slope=b0, slope_low=slope_low, slope_high=slope_high, m_inf=m0, m_inf_low=m_inf_low,
+              m_inf_high=m_inf_high, closing_scale=cap(close0), closing_low=cap(closing_low),
+              closing_high=cap(closing_high), first=float(means[0]), last=float(means[-1]),
+              last_low=float(last_low), last_high=float(last_high), points=len(levels),
               seeds=int(w.min()) if fewest is None else fewest, x_min=float(levels[0]), x_max=float(levels[-1]),
-              intercept=a0, amplitude=amp0,
-              alpha=alpha0, end=np.nan, end_low=float(np.percentile(end_b, 2.5)),
-              end_high=float(np.percentile(end_b, 97.5)), tolerance=tol_eff, power_share=float(power_b.mean()),
-              bounds=bounds)
+              intercept=a0, amplitude=amp0, alpha=alpha0, end=np.nan, end_low=end_low, end_high=end_high,
+              tolerance=tol_eff, power_share=float(power_b.mean()), bounds=bounds, confidence=confidence)
     fit.end = float(fit.predict(levels[-1]))
     return fit
+
+
+def decided(fit: Fit | None) -> bool:
+    """Whether a verdict on this fit rests on its intervals: enough scale points and seeds for a word other than
+    inconclusive. These are the verdicts a family-wise correction counts."""
+    return fit is not None and fit.points >= MIN_POINTS and fit.seeds >= MIN_SEEDS
+
+
+def bonferroni(confidence: float, verdicts: int) -> float:
+    """The level of each of `verdicts` intervals such that all hold together with probability at least
+    `confidence` (Bonferroni's union bound: the miss rates add)."""
+    return 1 - (1 - confidence) / max(verdicts, 1)
 
 
 def verdict(fit: Fit, tol: float, axis_label: str) -> tuple[str, str]:
     """The verdict word for one fit, and its reason (the ID guard is applied by the caller). "closes" rests on
     the largest measured scale; a crossing past it is a projection, at most the measured span further."""
-    if fit.points < MIN_POINTS or fit.seeds < MIN_SEEDS:
+    if not decided(fit):
         need = [f"{fit.points} scale point(s)" if fit.points < MIN_POINTS else "",
                 f"{fit.seeds} seed(s) per point" if fit.seeds < MIN_SEEDS else ""]
         return "inconclusive", (f"only {' and '.join(s for s in need if s)}: at least {MIN_POINTS} scale points "

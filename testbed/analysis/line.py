@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from testbed.analysis.fits import inflation
+from testbed.analysis.fits import inflation, interval
 
 LINE_BASELINE = "ERM"
 CLIP = 0.001  # probit(0) and probit(1) are infinite: accuracies are clipped to [0.001, 0.999]
@@ -71,7 +71,7 @@ def on_the_line(runs: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> tup
                 pred = stats.norm.cdf(intercept + slope * probit(b["acc_id"].to_numpy()[k]))
                 boot[i] = (b["acc_avg"].to_numpy()[k] - pred).mean()
             spread = inflation(len(b)) * (boot - er.mean())
-            low, high = er.mean() + np.nanpercentile(spread, [2.5, 97.5])
+            low, high = er.mean() + np.array(interval(spread))
             rows.append({"regime": regime, "baseline": baseline, "runs": len(b),
                          "effective_robustness": er.mean(), "low": low, "high": high})
     return lines, pd.DataFrame(rows)

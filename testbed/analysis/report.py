@@ -4,10 +4,11 @@ Each endpoint (the confusion gap, spurious reliance, and where they exist the cl
 and the probe's confusion gap) is fitted against each scale axis per regime and baseline, the other scales
 held at their largest (`along`): parameters, training samples, and FLOPs as the compute budget varies. Both
 the log-linear trend and the saturating power law `m(N) = m_inf + A N^-alpha` are fitted; AICc picks one
-for the point estimates; intervals are 95% bootstrap intervals over seeds in which every replicate refits both
+for the point estimates; intervals are CONFIDENCE bootstrap intervals over seeds in which every replicate refits both
 forms and picks its own by AICc (`testbed.analysis.fits`). Not carried by the intervals: seeds are resampled
-independently at each scale point, and the selection of the hyperparameter draw (when selection is on) is
-taken as given. The tolerance is the nominal one (TOLERANCES) or, if larger, the standard error of a mean
+independently at each scale point, and the selection of the hyperparameter draw is taken as given when it is
+made per point (`--select-per seed`, DomainBed's protocol, puts its noise into the spread). The tolerance is
+the nominal one (TOLERANCES) or, if larger, the standard error of a mean
 at one scale point (the pooled within-point s.d. over the root of the seeds); the reason gives the effective
 one. Fits, intervals and drawn lines are held in the endpoint's bounds ([0, 1] for reliance, [-1, 1] for
 gaps and shortfalls). The verdict words, used everywhere in the report:
@@ -36,6 +37,7 @@ gaps and shortfalls). The verdict words, used everywhere in the report:
 (`benchmarks/README.md`).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ import pandas as pd
 
 from testbed.analysis.collect import along, budget_columns, budget_varies
 from testbed.analysis.continual import continual_lines
-from testbed.analysis.dose import CONTROL, ONLINE, dose_numbers, read_runs, render_dose
+from testbed.analysis.dose import CONTROL, ONLINE, DoseNumbers, dose_numbers, read_runs, render_dose
 from testbed.analysis.endpoints import (
     BOUNDS,
     ID_TOL,
@@ -53,11 +55,22 @@ from testbed.analysis.endpoints import (
     endpoints,
     id_guard,
     point_key,
+    positive_control,
     reference_of,
 )
-from testbed.analysis.fits import MIN_POINTS, MIN_SEEDS, Fit, fit_trend, verdict
+from testbed.analysis.fits import (
+    CONFIDENCE,
+    MIN_POINTS,
+    MIN_SEEDS,
+    Fit,
+    bonferroni,
+    decided,
+    fit_trend,
+    verdict,
+)
 from testbed.analysis.line import LINE_BASELINE, on_the_line
-from testbed.analysis.select import Selected, hparams_text, label, point_columns, save_selection, selected_runs
+from testbed.analysis.select import Selected, hparams_text, point_columns, save_selection, selected_runs
+from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 
 AXES = {"params": ("parameters", "at the largest training set and budget"),
@@ -66,16 +79,22 @@ AXES = {"params": ("parameters", "at the largest training set and budget"),
 COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
            "closing_scale", "closing_low", "closing_high", "verdict"]
 CEILING_SHARE = 0.95  # a reference below 95% of the invariant ceiling is undertrained
+# --familywise: how the per-verdict level follows from the report's `confidence`
+FAMILYWISE = {"none": "each verdict's intervals at the stated level; the chance that some verdict is wrong grows with "
+                      "their number",
+              "bonferroni": "every interval widened to 1 - (1 - level) / m over the m verdicts the report writes, so "
+                            "that all hold together with at least the stated probability (Bonferroni's union bound)"}
 SHORT = {"confusion_gap": "gap", "ood_wg_shortfall": "shortfall", "spurious_reliance": "reliance",
          "return_shortfall": "return shortfall", "probe_confusion_gap": "probe gap"}
 
 
-def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
-          bootstrap: int | None = None) -> tuple[Fit, str, str]:
-    """The fit of one endpoint against one axis for one regime and baseline (one row per run), its verdict word
-    and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly this function."""
+def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool, bootstrap: int | None = None,
+          confidence: float = CONFIDENCE) -> tuple[Fit, str, str]:
+    """The fit of one endpoint against one axis for one regime and baseline (one row per run), with intervals at
+    `confidence`, its verdict word and reason, the ID guard applied. `benchmarks/verdicts.py` calibrates exactly
+    this function."""
     fit = fit_trend(group[axis].to_numpy(), group[metric].to_numpy(), TOLERANCE[metric], bootstrap=bootstrap,
-                    bounds=BOUNDS[metric], seeds=group["seed"].to_numpy())
+                    bounds=BOUNDS[metric], seeds=group["seed"].to_numpy(), confidence=confidence)
     word, reason = verdict(fit, TOLERANCE[metric], AXES[axis][0])
     guard = id_guard(group, axis, is_reference)
     if is_reference and metric in ("confusion_gap", "probe_confusion_gap"):
@@ -87,8 +106,10 @@ def judge(group: pd.DataFrame, axis: str, metric: str, is_reference: bool,
     return fit, word, reason
 
 
-def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) -> tuple[pd.DataFrame, dict]:
-    """A fit and a verdict per regime, baseline, axis and endpoint; the Fit objects keyed by those four."""
+def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None,
+            confidence: float = CONFIDENCE) -> tuple[pd.DataFrame, dict]:
+    """A fit and a verdict per regime, baseline, axis and endpoint (intervals at `confidence`); the Fit objects
+    keyed by those four."""
     rows, fits = [], {}
     for metric in endpoints(runs):
         data = runs.dropna(subset=[metric])  # before the views: a view of NaN rows would fit nothing
@@ -97,7 +118,7 @@ def fit_all(runs: pd.DataFrame, reference: str | None, bootstrap: int | None) ->
             for (regime, baseline), group in view.groupby(["regime", "baseline"]):
                 if group[axis].nunique() < 2:
                     continue
-                fit, word, reason = judge(group, axis, metric, baseline == reference, bootstrap)
+                fit, word, reason = judge(group, axis, metric, baseline == reference, bootstrap, confidence)
                 fits[(regime, baseline, axis, metric)] = fit
                 m_inf, m_inf_low, m_inf_high = asymptote(fit)
                 rows.append({"regime": regime, "baseline": baseline, "axis": axis, "metric": metric,
@@ -152,7 +173,39 @@ def detail_table(sub: pd.DataFrame) -> list[str]:
     return lines
 
 
-def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
+def regime_kinds(runs: pd.DataFrame) -> dict[str, tuple[bool, float, float]]:
+    """Per regime whose runs record both the attribute's training accuracy and the invariant ceiling: whether it
+    is a positive control (`endpoints.positive_control`), and the two numbers."""
+    known = {}
+    for regime, g in runs.groupby("regime"):
+        spurious = pd.to_numeric(g.get("spurious_accuracy"), errors="coerce")
+        ceiling = pd.to_numeric(g.get("ceiling"), errors="coerce")
+        if spurious is not None and ceiling is not None and spurious.notna().all() and ceiling.notna().all():
+            known[regime] = (positive_control(spurious.mean(), ceiling.mean()), spurious.mean(), ceiling.mean())
+    return known
+
+
+def kinds_lines(kinds: dict[str, tuple[bool, float, float]]) -> list[str]:
+    """The headline's split of the regimes into positive controls and those that carry the evidence about scale."""
+    if not kinds:
+        return []
+    name = lambda rs: ", ".join(f"`{r}` (attribute {kinds[r][1]:.2f}, ceiling {kinds[r][2]:.2f})" for r in rs)  # noqa: E731
+    controls = [r for r, (c, _, _) in kinds.items() if c]
+    evidence = [r for r, (c, _, _) in kinds.items() if not c]
+    out = []
+    if controls:
+        out.append(f"**Positive control: {name(controls)}.** In training the spurious attribute alone predicts the "
+                   "label better than the invariant ceiling, so the ID-optimal predictor follows it: ERM's reliance "
+                   "near 1 and a gap that does not close are expected there at any scale, by construction. They check "
+                   "the instruments (reliance, the gap, the ID guard), not whether scale helps.")
+    if evidence:
+        out.append(f"**Evidence about scale: {name(evidence)}.** The attribute predicts no better than the ceiling, so "
+                   "the invariant predictor is also ID-optimal (shortcut-like): whether a method's gap closes with "
+                   "scale here is the answer the sweep exists for.")
+    return [line for text in out for line in (text, "")]
+
+
+def verdict_table(rows: pd.DataFrame, primary: str, kinds: dict | None = None) -> list[str]:
     axes = [a for a in AXES if a in set(rows["axis"])]
     lines = ["| regime | baseline | " + " | ".join(f"vs {AXES[a][0]}" for a in axes) + " | reason |",
              "|---|---|" + "---|" * (len(axes) + 1)]
@@ -166,7 +219,8 @@ def verdict_table(rows: pd.DataFrame, primary: str) -> list[str]:
                 r = by.loc[(first, metric)]
                 what = f"{SHORT[metric]} {r.fit.first:.2f} -> {r.fit.last:.2f}"
                 reason.append(f"{what}: {r.reason}" if metric == primary else f"{what} ({r.verdict})")
-        lines.append(f"| {regime} | {baseline} | " + " | ".join(cells)
+        tag = " (positive control)" if (kinds or {}).get(regime, (False,))[0] else ""
+        lines.append(f"| {regime}{tag} | {baseline} | " + " | ".join(cells)
                      + f" | vs {AXES[first][0]}: " + "; ".join(reason) + " |")
     return lines
 
@@ -280,13 +334,13 @@ def degenerate_report(sel: Selected, sweep_dir: Path, all_runs: bool) -> Path:
     save_selection(sel, sweep_dir)
     write_atomic(sweep_dir / "fits.csv", pd.DataFrame(columns=COLUMNS).to_csv(index=False))
     bad_lines, _ = degenerate_section(sel)
-    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
            f"Sweep `{sel.degenerate['sweep'].iloc[0]}`: all {len(sel.degenerate)} selected runs "
            f"({'every finished folder' if all_runs else 'of the sweep file as last run'}) are degenerate: each "
            "predicts one class on every test group, so nothing is fitted or drawn. Train longer (more epochs or "
            "steps, a larger learning rate) or wider models; see Degenerate runs.", "",
            "## Degenerate runs", "", *bad_lines, "",
-           "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+           "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
            *choices_table(sel), ""]
     path = sweep_dir / "report.md"
     write_atomic(path, "\n".join(out))
@@ -298,7 +352,8 @@ def choices_table(sel: Selected) -> list[str]:
         return ["One draw per scale point: nothing to select."]
     c = sel.choices
     regime = [col for col in ("config",) if col in c]
-    shown = [col for col in c.columns if col not in ("rule", "hparams", "draws", "seeds", "model", *regime)]
+    hidden = ("rule", "per", "hparams", "draws", "model", *regime, *(("seeds",) if sel.per == "point" else ()))
+    shown = [col for col in c.columns if col not in hidden]
     lines = ["| " + " | ".join([*regime, *shown, "draws", "hyperparameters"]) + " |",
              "|" + "---|" * (len(regime) + len(shown) + 2)]
     for r in c.to_dict("records"):
@@ -360,13 +415,81 @@ def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tupl
     return out, probe_figure(along(runs, axis), axis, figures / "probe_vs_head")
 
 
-def criterion(metrics: list[str]) -> str:
-    """The verdict words as the module's docstring defines them, with the numbers filled in: the tolerances of
-    this sweep's endpoints only (a classification sweep has no return shortfall, a sweep with a reference no
-    shortfall from the ceiling)."""
+@dataclass
+class Verdicts:
+    """Every verdict the report writes, with intervals at one level: the fits' rows (and Fits), the dose sections'
+    numbers and the continual part's lines and fits."""
+    confidence: float
+    rows: pd.DataFrame
+    fits: dict
+    online: DoseNumbers | None
+    control: DoseNumbers | None
+    continual: list[str]
+    continual_fits: list[Fit]
+
+    @property
+    def count(self) -> int:
+        """The verdicts that rest on intervals (`fits.decided`; not the reference's gap, 0 by construction): the
+        family a correction is over."""
+        main = sum(decided(r.fit) for r in self.rows.itertuples() if r.verdict != "reference") if len(self.rows) else 0
+        doses = sum(decided(v.fit) for n in (self.online, self.control) if n for r in n.regimes for v in r.verdicts)
+        return main + doses + sum(map(decided, self.continual_fits))
+
+
+def all_verdicts(runs: pd.DataFrame, dosed: pd.DataFrame, reference: str | None, bootstrap: int | None,
+                 confidence: float) -> Verdicts:
+    rows, fits = fit_all(runs, reference, bootstrap, confidence)
+    continual, continual_fits = continual_lines(dosed, confidence)
+    return Verdicts(confidence, rows, fits, dose_numbers(ONLINE, dosed, confidence),
+                    dose_numbers(CONTROL, dosed, confidence), continual, continual_fits)
+
+
+def check_level(confidence: float) -> None:
+    if not 0.5 <= confidence < 1:
+        raise ConfigError(f"confidence: {confidence} is outside the allowed range [0.5, 1); give a level such as 0.95")
+
+
+def percent(level: float) -> str:
+    """A level with the digits its miss rate needs: 95%, 99.72%, 99.995%."""
+    return f"{100 - float(f'{100 * (1 - level):.2g}'):g}%"
+
+
+def level_text(found: Verdicts, confidence: float, familywise: str) -> str:
+    """The intervals' level as the criterion states it."""
+    if familywise == "bonferroni" and found.count > 1:
+        return (f"{percent(found.confidence)} (Bonferroni over the {found.count} verdicts that rest on intervals: "
+                f"{percent(confidence)} family-wise)")
+    return f"{percent(confidence)} (per verdict, no family-wise correction)"
+
+
+def family_line(found: Verdicts, confidence: float, familywise: str) -> str:
+    """How many verdicts rest on intervals, and what that means for the chance that some are wrong."""
+    m, miss = found.count, 1 - confidence
+    rate = f"{100 * miss:.2g}%"
+    if m == 0:
+        return "No verdict here rests on intervals (too few scale points or seeds): none can be wrong but none decides."
+    if familywise == "bonferroni" and m > 1:
+        return (f"**{m} verdicts rest on intervals, corrected family-wise (Bonferroni): each interval at "
+                f"{percent(found.confidence)}, so that all {m} hold together with probability at least "
+                f"{percent(confidence)}.** The price is width: more of them are inconclusive than at "
+                f"{percent(confidence)} each. The ID guard (collapses) compares a mean with a fixed margin and is "
+                "not widened.")
+    expected = f"{m * miss:.2g}"
+    return (f"**{m} verdict{'s rest' if m > 1 else ' rests'} on intervals, each at {percent(confidence)}.** If each "
+            f"can be wrong with probability up to {rate}, up to {expected} of them may be wrong in expectation "
+            f"and the chance that at least one is wrong can reach {min(1.0, m * miss):.0%} (the union bound; "
+            f"{1 - confidence**m:.0%} if they were independent). `benchmarks/verdicts.py` measures the rates on known "
+            f"truths (`benchmarks/README.md`); `testbed report --familywise bonferroni` widens every interval to "
+            f"{percent(bonferroni(confidence, m))} so that the chance that any is wrong is at most {rate}.")
+
+
+def criterion(metrics: list[str], level: str) -> str:
+    """The verdict words as the module's docstring defines them, with the numbers filled in: the intervals' level
+    and the tolerances of this sweep's endpoints only (a classification sweep has no return shortfall, a sweep
+    with a reference no shortfall from the ceiling)."""
     text = __doc__.split("\n\n", 1)[1].strip()
     tolerances = ", ".join(f"{SHORT[m]} {TOLERANCE[m]:g}" for m in metrics) or "none (no endpoint to fit)"
-    for name, value in (("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
+    for name, value in (("CONFIDENCE", level), ("MIN_POINTS", str(MIN_POINTS)), ("MIN_SEEDS", str(MIN_SEEDS)),
                         ("ID_TOL", f"{ID_TOL:g}"), ("TOLERANCES", tolerances)):
         text = text.replace(name, value)
     return text
@@ -384,18 +507,29 @@ def code_warning(runs: pd.DataFrame) -> str | None:
 
 
 def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
-                 bootstrap: int | None = None) -> Path:
-    """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv."""
+                 bootstrap: int | None = None, confidence: float = CONFIDENCE, familywise: str = "none",
+                 per: str | None = None) -> Path:
+    """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv. `confidence`: the level of
+    each verdict's intervals or, with `familywise` "bonferroni", of all of them together."""
     from testbed.analysis.fit_plots import headline
     from testbed.analysis.plots import plot_sweep
 
-    sel = selected_runs(sweep_dir, all_runs, rule, save=False)
+    check_level(confidence)
+    check_choice("familywise", familywise, FAMILYWISE)
+    sel = selected_runs(sweep_dir, all_runs, rule, save=False, per=per)
     if sel.runs.empty:  # every selected run predicts one class: nothing to fit, point at or draw
         return degenerate_report(sel, sweep_dir, all_runs)
     reference = reference_of(sel.runs, reference)
     save_selection(sel, sweep_dir)
     runs = add_endpoints(sel.runs, sel.axes, reference)
-    rows, fits = fit_all(runs, reference, bootstrap)
+    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
+    dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
+    # A published results.csv without its run folders: the online and continual curves are not in the table.
+    published = dosed.empty and sel.runs["baseline"].str.startswith(("Online", "ContinualFinetune")).any()
+    found = all_verdicts(runs, dosed, reference, bootstrap, confidence)
+    if familywise == "bonferroni" and found.count > 1:  # the same verdicts, each at the corrected level
+        found = all_verdicts(runs, dosed, reference, bootstrap, bonferroni(confidence, found.count))
+    rows, fits = found.rows, found.fits
     write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
                  .to_csv(index=False))
     figures = sweep_dir / "figures"
@@ -405,7 +539,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     seeds = runs["seed"].nunique()
 
     excluded = f", {len(sel.degenerate)} degenerate left out" if len(sel.degenerate) else ""
-    out = ["## Verdict", "", f"**Selection: {label(sel.rule)}.**", "",
+    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
            f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
            f"({'every finished folder' if all_runs else 'of the sweep file as last run'}{excluded}): baselines "
            f"{', '.join(sorted(runs['baseline'].unique()))}; {sizes(runs['params'], 'model size', ' parameters')}, "
@@ -420,7 +554,10 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
     else:
         out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
-                *verdict_table(rows, primary), ""]
+                *verdict_table(rows, primary, regime_kinds(runs)), "", *kinds_lines(regime_kinds(runs)),
+                family_line(found, confidence, familywise) + (" Read from a published `results.csv`: the online "
+                "and continual verdicts, made from the run folders' curves, are not among them." if published else ""),
+                ""]
         axis = next(a for a in AXES if (rows["axis"] == a).any())
         shown = [m for m in ("spurious_reliance", primary) if m in metrics]
         head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
@@ -431,7 +568,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
                 "the tolerance.*", ""]
     out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
             "## Degenerate runs", "", *bad_lines, "",
-            "## Selected hyperparameters", "", f"Rule: {label(sel.rule)}. Also in `selected.csv`.", "",
+            "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
             *choices_table(sel), ""]
     if metrics:
         out += [f"## Endpoints at each model size ({held('params', runs)[7:]}, mean over seeds)", "",
@@ -451,16 +588,18 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
         out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
                 "", "*OOD worst-group accuracy of the head (solid) and of the probe (dashed); points: mean over seeds "
                 "with its 95% t interval, held in [0, 1].*", ""]
-    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
-    dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
-    online_lines = render_dose(dose_numbers(ONLINE, dosed), figures)[0] + continual_lines(dosed)
-    if dosed.empty and sel.runs["baseline"].str.startswith(("Online", "ContinualFinetune")).any():
+    online_lines = render_dose(found.online, figures)[0] + found.continual
+    if published:
         online_lines = ["Read from a published `results.csv`: the online and continual curves are in the run folders' "
                         "results.json, not in the table, so this section is the sweep's own report's."]
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
-    control_lines, _ = render_dose(dose_numbers(CONTROL, dosed), figures)
+    control_lines, _ = render_dose(found.control, figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
-    out += ["## Criterion", "", criterion(metrics), ""]
+    out += ["## Criterion", "", criterion(metrics, level_text(found, confidence, familywise)), "",
+            f"Selection: {sel.label}." + (" Each seed's runs are of the draw chosen on that seed, so the chosen runs' "
+                                          "spread, which the bootstrap resamples, carries the selection's noise."
+                                          if sel.per == "seed" else " The choice is taken as given by the intervals: "
+                                          "its noise is not carried."), ""]
     if seeds < MIN_SEEDS:
         out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
     others = [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]

@@ -1,9 +1,12 @@
 """Model selection: one hyperparameter draw per scale point, chosen by a stated rule.
 
 A scale point is (regime, baseline, every other axis value); a sweep with an `hparams:` block runs several
-draws at each, each over the seeds. The rule picks the draw with the best mean over seeds of one metric of
-the final model on held-out validation data (Gulrajani and Lopez-Paz 2020 show the rule can change the
-conclusion: Colored MNIST, IRM 10.2 under training-domain validation, 58.5 under test-domain selection).
+draws at each, each over the seeds. The rule picks the draw with the best value of one metric of the final
+model on held-out validation data (Gulrajani and Lopez-Paz 2020 show the rule can change the conclusion:
+Colored MNIST, IRM 10.2 under training-domain validation, 58.5 under test-domain selection), either
+(`PER`) on its mean over seeds, one draw per point, or per seed as DomainBed does (its `model_selection.py`
+chooses within each trial seed, `collect_results.py` then averages the chosen runs over trial seeds): the
+selection's own noise then enters the spread that the fits' bootstrap resamples.
 """
 
 import json
@@ -27,6 +30,12 @@ RULES = {
 }
 
 
+# per -> what one choice is made for
+PER = {"point": "one draw per scale point, on its mean over seeds (the choice is taken as given by the intervals)",
+       "seed": "one draw per scale point and seed, as DomainBed's protocol (the choice's noise enters the spread)"}
+DEFAULT_PER = "point"  # benchmarks/verdicts.py --draws 3 compared the two (benchmarks/README.md)
+
+
 def point_columns(runs: pd.DataFrame, axes: list[str]) -> list[str]:
     """The columns that name a scale point: baseline and the sweep's axes."""
     return ["baseline", *[c for c in axes if c in runs]]
@@ -37,33 +46,39 @@ def default_rule(runs: pd.DataFrame) -> str:
     return "id_val" if runs["draw"].nunique() > 1 else "none"
 
 
-def label(rule: str) -> str:
+def label(rule: str, per: str = DEFAULT_PER) -> str:
     metric, what = RULES[rule]
-    return f"`{rule}`" + (f" (by `{metric}`)" if metric else "") + f": {what}"
+    chosen = f"; {PER[per]}" if metric else ""
+    return f"`{rule}`" + (f" (by `{metric}`, per {per})" if metric else "") + f": {what}{chosen}"
 
 
-def select(runs: pd.DataFrame, rule: str, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs of the chosen draw at each scale point, and one row per point naming the choice (ties go to
-    the lower draw)."""
+def select(runs: pd.DataFrame, rule: str, axes: list[str],
+           per: str = DEFAULT_PER) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs of the chosen draw at each scale point (`per` "point") or at each scale point and seed (`per`
+    "seed"), and one row per point and chosen draw naming the choice and how many seeds it holds (ties go to the
+    lower draw)."""
     check_choice("select", rule, RULES)
+    check_choice("select_per", per, PER)
     metric = RULES[rule][0]
     point = point_columns(runs, axes)
+    key = [*point, "seed"] if per == "seed" else point
     if metric is None:
-        chosen = runs.groupby(point, dropna=False)["draw"].min().reset_index()
+        chosen = runs.groupby(key, dropna=False)["draw"].min().reset_index()
     else:
         if metric not in runs or runs[metric].isna().all():
             raise ConfigError(f"select: {rule!r} needs the validation metric {metric}, which these runs do not "
                               "record; choose one of " + ", ".join(r for r in RULES if r != rule))
-        scores = runs.groupby([*point, "draw"], dropna=False)[metric].mean().reset_index()
+        scores = runs.groupby([*key, "draw"], dropna=False)[metric].mean().reset_index()
         chosen = scores.sort_values([metric, "draw"], ascending=[False, True], kind="stable")
-        chosen = chosen.drop_duplicates(point)
-    kept = runs.merge(chosen[[*point, "draw"]], on=[*point, "draw"])
-    table = kept.groupby([*point, "draw"], dropna=False).agg(
-        hparams=("hparams", "first"), seeds=("seed", "nunique")).reset_index()
-    table = table.merge(runs.groupby(point, dropna=False)["draw"].nunique().rename("draws").reset_index(), on=point)
+        chosen = chosen.drop_duplicates(key)
+    kept = runs.merge(chosen[[*key, "draw"]], on=[*key, "draw"])
+    agg = {"hparams": ("hparams", "first"), "seeds": ("seed", "nunique")}
     if metric is not None:
-        table = table.merge(chosen[[*point, "draw", metric]], on=[*point, "draw"])
+        agg[metric] = (metric, "mean")  # the chosen runs' mean: the choice's score
+    table = kept.groupby([*point, "draw"], dropna=False).agg(**agg).reset_index()
+    table = table.merge(runs.groupby(point, dropna=False)["draw"].nunique().rename("draws").reset_index(), on=point)
     table.insert(0, "rule", rule)
+    table.insert(1, "per", per)
     return kept, table
 
 
@@ -78,13 +93,19 @@ class Selected:
 
     table: pd.DataFrame  # tidy: every current run x environment x metric
     runs: pd.DataFrame  # one row per run of the chosen draws, with a `regime` column, the degenerate ones left out
-    choices: pd.DataFrame  # one row per scale point: the chosen draw and its hyperparameters
+    choices: pd.DataFrame  # one row per scale point and chosen draw: its hyperparameters and seeds
     rule: str
     axes: list[str]
     degenerate: pd.DataFrame  # the chosen draws' runs that predict one class (`collect.one_class`), left out
+    per: str = DEFAULT_PER
+
+    @property
+    def label(self) -> str:
+        return label(self.rule, self.per)
 
 
-def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, save: bool = True) -> Selected:
+def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, save: bool = True,
+                  per: str | None = None) -> Selected:
     """Collect the sweep's current runs once and select one draw per point; then (with `save`) write
     results.csv and selected.csv, so that a bad option writes nothing. Degenerate runs of the chosen draws
     (constant predictors) are set apart: no fit, point, interval or figure includes them."""
@@ -92,10 +113,10 @@ def selected_runs(sweep_dir: Path, all_runs: bool = False, rule: str | None = No
     axes = axis_columns(table)
     runs = with_stages(with_reversed(wide(table), table))
     runs["regime"] = condition(runs, axes)
-    rule = rule or default_rule(runs)
-    kept, choices = select(runs, rule, axes)  # a draw whose runs collapse is chosen or not on what they scored
+    rule, per = rule or default_rule(runs), per or DEFAULT_PER
+    kept, choices = select(runs, rule, axes, per)  # a draw whose runs collapse is chosen or not on what they scored
     bad = kept["one_class"].notna() if "one_class" in kept else pd.Series(False, index=kept.index)
-    selected = Selected(table, kept[~bad].reset_index(drop=True), choices, rule, axes, kept[bad])
+    selected = Selected(table, kept[~bad].reset_index(drop=True), choices, rule, axes, kept[bad], per)
     if save:
         save_selection(selected, sweep_dir)
     return selected

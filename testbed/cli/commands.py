@@ -69,12 +69,22 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
                    help="how one hyperparameter draw is chosen per scale point: id_val (held-out ID accuracy; the "
                         "default when there are draws), val_wg (held-out worst-group accuracy), oracle (shifted "
                         "accuracy: test-domain selection, an upper bound), none (draw 0)")
+    p.add_argument("--select-per", choices=["point", "seed"], default=None,
+                   help="point (default): one draw per scale point, on its mean over seeds; seed: one draw per scale "
+                        "point and seed, as DomainBed's protocol, so that the selection's noise enters the spread")
     if report:
         p.add_argument("--reference", default=None,
                        help="the baseline the confusion gap is measured against (default: Oracle when present)")
         p.add_argument("--out", type=Path, default=None,
                        help="report from SWEEP_DIR/results.csv alone (not its run folders) into this folder, e.g. to "
                             "check that a published study (results/study) still gives its verdicts")
+        p.add_argument("--confidence", type=float, default=0.95,
+                       help="the level of each verdict's intervals, or with --familywise of all together (default "
+                            "0.95)")
+        p.add_argument("--familywise", choices=["none", "bonferroni"], default="none",
+                       help="none: each verdict at --confidence; bonferroni: every interval widened to "
+                            "1 - (1 - confidence) / m over the m verdicts the report writes, so that all hold "
+                            "together at --confidence")
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir: {str(a.sweep_dir)!r} is not a folder; give OUT/<sweep name> of a sweep")
@@ -82,22 +92,22 @@ def _analysis(prog: str, description: str, argv: list[str], report: bool = False
 
 
 def collect(argv: list[str]) -> None:
-    from testbed.analysis.select import label, selected_runs
+    from testbed.analysis.select import selected_runs
 
     a = _analysis("collect", "Gather a sweep's runs into one tidy table (results.csv) and the selection "
                              "(selected.csv).", argv)
-    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
-    print(f"selection: {label(sel.rule)}")
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select, per=a.select_per)
+    print(f"selection: {sel.label}")
     print(f"table: {a.sweep_dir / 'results.csv'}\nselected: {a.sweep_dir / 'selected.csv'}")
 
 
 def plot(argv: list[str]) -> None:
     from testbed.analysis.plots import plot_sweep
-    from testbed.analysis.select import label, selected_runs
+    from testbed.analysis.select import selected_runs
 
     a = _analysis("plot", "Draw a sweep's scaling curves (PNG and PDF in figures/).", argv)
-    sel = selected_runs(a.sweep_dir, a.all_runs, a.select)
-    print(f"selection: {label(sel.rule)}")
+    sel = selected_runs(a.sweep_dir, a.all_runs, a.select, per=a.select_per)
+    print(f"selection: {sel.label}")
     if sel.runs.empty:
         print(f"figures: none: all {len(sel.degenerate)} selected runs predict one class (`testbed report` lists them)")
         return
@@ -120,7 +130,9 @@ def report(argv: list[str]) -> None:
     elif (source / "results.csv").exists() and not any((d / "done").exists() for d in source.iterdir()):
         raise ConfigError(f"sweep_dir: {str(source)!r} holds a published results.csv and no run folders; give "
                           "--out DIR to write its report there instead of over the published one")
-    print(f"report: {write_report(source, a.all_runs, a.select, a.reference)}")
+    path = write_report(source, a.all_runs, a.select, a.reference, confidence=a.confidence,
+                        familywise=a.familywise, per=a.select_per)
+    print(f"report: {path}")
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"sweep": sweep, "collect": collect, "plot": plot, "report": report}

@@ -37,6 +37,7 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "metrics": {**model.results, **model.final_val()},
         "convergence": convergence(trainer, model.train_curve),
         "ceiling": env.ceiling,
+        "spurious_accuracy": env.spurious_accuracy,  # with the ceiling, whether the regime is a positive control
         "n_classes": env.n_classes,  # with n_attr, the label of each group (g = y * n_attr + a) for the analysis
         "n_attr": env.n_attr,
         "params": model.n_params,
