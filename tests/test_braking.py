@@ -12,7 +12,7 @@ from testbed.envs.road import BRAKE, GO, Road
 
 BRAKING = str(CONFIGS / "control" / "braking.yaml")
 DAGGER = str(CONFIGS / "control" / "dagger.yaml")
-FAST = [*QUIET, "--trainer.limit_val_batches=0"]
+FAST = [*QUIET, "--trainer.limit_val_batches=0", "--model.probe=false"]  # the probe is test_probe.py's
 
 
 @pytest.mark.filterwarnings("error")  # gymnasium's checker reports many of its findings as warnings only

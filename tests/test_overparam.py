@@ -65,7 +65,7 @@ def test_reweighting_worst_group_error_rises_past_interpolation_and_subsampling_
     sweep["configs"] = [str(CONFIGS / "envs" / "gaussian_groups.yaml")]
     sweep["args"] |= {"data.n_train": 1000, "data.batch_size": 1000, "data.d_core": 50, "data.d_spu": 50,
                       "data.sigma_core": 10 / math.sqrt(2), "model.lr": 0.05, "trainer.max_epochs": 200,
-                      "trainer.enable_progress_bar": False}
+                      "trainer.enable_progress_bar": False, "model.probe": False}  # the model's head is judged
     sweep["axes"] = {"model": ["ReWeight", "ReSample"], "model.width": [100, 3000]}
     sweep["seeds"] = SEEDS
     (workdir / "overparam.yaml").write_text(json.dumps(sweep))
