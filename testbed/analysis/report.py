@@ -550,11 +550,12 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     bad_lines, bad_warning = degenerate_section(sel)
     out += [line for w in (bad_warning, ref_warning, under_warning, code_warning(runs)) if w for line in (w, "")]
     head_fig = []
+    kinds = regime_kinds(runs)
     if primary is None or rows.empty:
         out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
     else:
         out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
-                *verdict_table(rows, primary, regime_kinds(runs)), "", *kinds_lines(regime_kinds(runs)),
+                *verdict_table(rows, primary, kinds), "", *kinds_lines(kinds),
                 family_line(found, confidence, familywise) + (" Read from a published `results.csv`: the online "
                 "and continual verdicts, made from the run folders' curves, are not among them." if published else ""),
                 ""]
