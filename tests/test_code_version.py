@@ -1,9 +1,10 @@
 """Runs record the code that made them: a sweep's report says when its runs come from different code, and
-`testbed sweep --redo-older` runs those again (a run id hashes the config, not the code)."""
+`testbed sweep --redo-older` runs those again (a run id hashes the config, not the code); a folder whose ids an
+older scheme made is refused in one line rather than trained again."""
 
 import json
 
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, cli_error, run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
 from testbed.version import code_version
@@ -21,6 +22,7 @@ def test_a_sweep_records_its_code_and_redoes_only_the_runs_of_other_code(tmp_pat
     runs = sorted(p for p in (tmp_path / "out/s").iterdir() if p.is_dir())
     assert [json.loads((d / "run.json").read_text())["code"] for d in runs] == [code_version()] * 2
     assert code_version().startswith("0.")
+    assert json.loads((tmp_path / "out/s/manifest.json").read_text())["ids"] == 2
     old = json.loads((runs[0] / "run.json").read_text()) | {"code": "0.0.1"}
     (runs[0] / "run.json").write_text(json.dumps(old))
     capsys.readouterr()
@@ -30,6 +32,21 @@ def test_a_sweep_records_its_code_and_redoes_only_the_runs_of_other_code(tmp_pat
     out = capsys.readouterr().out
     assert "redo-older: 1 runs made by other code will run again" in out and "1 ran" in out
     assert json.loads((runs[0] / "run.json").read_text())["code"] == code_version()
+
+
+def test_a_folder_of_runs_identified_by_an_older_scheme_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(json.dumps(SWEEP))
+    old = tmp_path / "out/s"
+    (old / "0123456789ab").mkdir(parents=True)
+    (old / "0123456789ab/done").write_text("")
+    manifest = json.dumps({"sweep": "s", "runs": ["0123456789ab"]})  # as testbed wrote it before id scheme 2
+    (old / "manifest.json").write_text(manifest)
+    err = cli_error(capsys, "sweep", "-c", "s.yaml", "--out", "out")
+    assert len(err) == 1 and err[0].startswith("testbed: error: --out: ") and "id scheme 1; this one uses 2" in err[0]
+    assert (old / "manifest.json").read_text() == manifest and sorted(p.name for p in old.iterdir()) == [
+        "0123456789ab", "manifest.json"]
+    run_cli("sweep", "-c", "s.yaml", "--out", "new", "--dry-run")  # a new folder is fine
 
 
 def test_the_report_warns_when_the_runs_of_a_sweep_come_from_different_code(tmp_path):

@@ -1,8 +1,7 @@
-"""`identify` parses and dumps once per group of runs that differ only in seeds and drawn numbers: it must give
-every run the id and config that parsing and dumping each run gives (`reference_identify`, the function before)."""
+"""`identify` parses and dumps once per scale point, the runs that differ only in seeds and drawn numbers: it must
+give every run the id and config that parsing and dumping each run gives (`reference_identify`)."""
 
 import copy
-import hashlib
 import json
 from dataclasses import replace
 from functools import cache
@@ -15,7 +14,7 @@ from conftest import CONFIGS, ROOT
 from testbed.errors import ConfigError
 from testbed.run.config import resolver
 from testbed.sweep import expand, load_sweep, resolve
-from testbed.sweep.resolve import check_trainer, identify, staged_runs
+from testbed.sweep.resolve import check_trainer, config_id, identify, staged_runs
 from testbed.sweep.spec import Loader, Run, Sweep
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
@@ -34,7 +33,7 @@ def shared_resolver():
 
 
 def reference_identify(runs: list[Run]) -> None:
-    """`identify` as it was: every run parsed (seeds aside) and dumped twice by jsonargparse."""
+    """`identify` done slowly: every run parsed (seeds aside) and dumped by jsonargparse."""
     parser = resolve.resolver()
     checked, parsed, trainers = set(), {}, set()
     for run in runs:
@@ -48,9 +47,8 @@ def reference_identify(runs: list[Run]) -> None:
             if config.get(name) is not None:
                 raise ConfigError(f"{name}: not supported in sweeps; a baseline's optimiser is set by model.lr and "
                                   "model.weight_decay")
-        text = parser.dump(config, skip_validation=True)
-        run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
         run.config = yaml.load(parser.dump(config, skip_none=False, skip_validation=True), Loader=Loader)
+        run.id = config_id(run.config)
         data = {**run.config["data"], "init_args": {k: v for k, v in run.config["data"]["init_args"].items()
                                                      if k != "seed"}}
         classes = json.dumps([run.config["model"], data], sort_keys=True)
@@ -140,4 +138,4 @@ def test_draws_of_a_scale_point_are_parsed_and_dumped_once(tmp_path, monkeypatch
     runs = expand(write(tmp_path / "s.yaml", hparams={"model.lr": lr, "model.weight_decay": [0.0, 1e-4]}, draws=4,
                         axes={"model.width": [8, 16]}, seeds=[0, 1]))
     identify(runs)
-    assert len(runs) == 16 and calls == ["parse_args", "dump", "dump"] * 2  # one parse and two dumps per width
+    assert len(runs) == 16 and calls == ["parse_args", "dump"] * 2  # one parse and one dump per width

@@ -25,9 +25,9 @@ from testbed.errors import ConfigError, check_positive
 from testbed.files import write_atomic
 from testbed.quiet import quiet
 from testbed.sweep.cluster import Cluster, cluster_settings, slurm_gpus
-from testbed.sweep.folders import write_manifest
+from testbed.sweep.folders import check_ids, write_manifest
 from testbed.sweep.job import execute_job, pack_summary, packs
-from testbed.sweep.resolve import staged_runs
+from testbed.sweep.resolve import ID_SCHEME, staged_runs
 from testbed.sweep.spec import Run, load_sweep
 from testbed.sweep.stages import forget, orphans, release, stale, waves
 
@@ -368,6 +368,7 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
     # their runs one by one on them.
     pack = sweep.pack and not (executor == "submitit" and slurm_gpus(resources))
     root = (out / sweep.name).resolve()
+    check_ids(root, ID_SCHEME)
     runs = staged_runs(sweep, root)  # every run parses before anything starts
     unique: dict[str, Run] = {}
     for run in runs:
@@ -384,7 +385,7 @@ def run_sweep(config: Path, out: Path, executor: str = "local", workers: int = 1
             print(f"job script of the first array ({tasks} tasks; each later stage wave is one more array):")
             print(job_script(resources, root / ".submitit", sweep.name, tasks))
         return Counter()
-    write_manifest(root, sweep.name, config, runs)
+    write_manifest(root, sweep.name, config, runs, ID_SCHEME)
     forget(pending, root)
     jobs = packs(pending) if pack else [[run] for run in pending]
     if pack and pending:

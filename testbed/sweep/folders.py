@@ -10,6 +10,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from testbed.errors import ConfigError
 from testbed.files import write_atomic
 from testbed.sweep.spec import Run
 from testbed.version import code_version
@@ -29,11 +30,23 @@ def start(run: Run, root: Path) -> Path | None:
     return out
 
 
-def write_manifest(root: Path, name: str, config: Path, runs: list[Run]) -> None:
-    """The sweep file as last run, and the ids of its runs: the analysis reads only these (an edited file's old
-    runs stay on disk, apart)."""
+def write_manifest(root: Path, name: str, config: Path, runs: list[Run], ids: int) -> None:
+    """The sweep file as last run, the ids of its runs (the analysis reads only these: an edited file's old runs
+    stay on disk, apart) and the scheme that made them (`testbed.sweep.resolve.ID_SCHEME`)."""
     write_atomic(root / "sweep.yaml", Path(config).read_text())
-    write_atomic(root / "manifest.json", json.dumps({"sweep": name, "runs": [run.id for run in runs]}) + "\n")
+    write_atomic(root / "manifest.json", json.dumps({"sweep": name, "ids": ids, "runs": [run.id for run in runs]})
+                 + "\n")
+
+
+def check_ids(root: Path, ids: int) -> None:
+    """Refuse a folder whose done runs other code identified by another scheme: this sweep would not find them
+    and would train every one again. A manifest without a scheme, or none, is scheme 1."""
+    manifest = root / "manifest.json"
+    made = json.loads(manifest.read_text()).get("ids", 1) if manifest.exists() else 1
+    if made != ids and next(root.glob("*/done"), None) is not None:
+        raise ConfigError(f"--out: {root} holds runs whose ids another version of testbed made (id scheme {made}; "
+                          f"this one uses {ids}), so this sweep would train them all again: sweep into a new --out "
+                          "(`testbed report` still reads this one)")
 
 
 def redo_older(root: Path) -> int:

@@ -3,7 +3,6 @@ its parent's id, in stages), and every check that needs the classes (environment
 once per distinct configuration, before anything runs or is written.
 """
 
-import copy
 import hashlib
 import json
 import math
@@ -67,30 +66,33 @@ def link(children: list[Run], parents: list[Run], shared: list[str], root: Path)
             parent.config["trainer"]["callbacks"] = [*callbacks, save]
 
 
-def identify(runs: list[Run]) -> None:
-    """Resolve each run's config and set its id to a hash of it. Every distinct environment and model
-    configuration (seeds aside) is also instantiated once (cheap for most environments, which generate data in
-    `setup`; a WILDS environment reads its metadata), so a bad key or value fails before anything runs.
+ID_SCHEME = 2  # how run ids are made: 1, a hash of jsonargparse's YAML dump; 2, of the config's canonical JSON
 
-    Runs that differ only in their seeds and drawn numbers (`Groups`) are parsed and dumped by jsonargparse once
-    (a parse costs ~50 ms, a dump ~15 ms), each run then given its own numbers: the ids and configs of a parse
-    and two dumps per run (tests/test_sweep_identify.py), 3-4x faster for the quickstart's 252 runs."""
+
+def identify(runs: list[Run]) -> None:
+    """Resolve each run's config and set its id to a hash of it (`config_id`). Every distinct environment and
+    model configuration (seeds aside) is also instantiated once (cheap for most environments, which generate data
+    in `setup`; a WILDS environment reads its metadata), so a bad key or value fails before anything runs.
+
+    jsonargparse parses and dumps once per scale point (`Points`: ~50 ms a parse, ~15 ms a dump); each run's seeds
+    and drawn numbers are then set on that config, with the types parsing would give them: the configs of a
+    parse per run (tests/test_sweep_identify.py)."""
     parser = resolver()
-    groups, checked, trainers = Groups(parser), set(), set()
+    points, checked, trainers = Points(parser), set(), set()
     for run in runs:
-        group, values = groups.of(run)
+        point, values = points.of(run)
         for name in ("optimizer", "lr_scheduler"):
-            if group.config.get(name) is not None:
+            if point.namespace.get(name) is not None:
                 raise ConfigError(f"{name}: not supported in sweeps; a baseline's optimiser is set by model.lr and "
                                   "model.weight_decay")
-        text, run.config = group.dump(parser, values)
-        run.id = hashlib.sha1(text.encode()).hexdigest()[:12]
+        run.config = point.config(values)
+        run.id = config_id(run.config)
         # Seeds change no check: each environment and model configuration is built once, not once per seed.
         data = {**run.config["data"], "init_args": {k: v for k, v in run.config["data"]["init_args"].items()
                                                      if k != "seed"}}
         classes = json.dumps([run.config["model"], data], sort_keys=True)
         if classes not in checked:
-            parser.instantiate_classes(group.namespace(values))
+            parser.instantiate_classes(with_values(point.namespace, values))
             checked.add(classes)
         trainer = json.dumps(run.config["trainer"], sort_keys=True)
         if trainer not in trainers:
@@ -98,128 +100,87 @@ def identify(runs: list[Run]) -> None:
             trainers.add(trainer)
 
 
-# jsonargparse dumps YAML with `yaml.safe_dump(config, **DUMP)`; `Template` checks that it gets the same text.
-DUMP = {"default_flow_style": False, "allow_unicode": True, "sort_keys": False}
-DUMPERS = (getattr(yaml, "CSafeDumper", yaml.SafeDumper), yaml.SafeDumper)  # libyaml's first: ~10x faster
+def config_id(config: dict[str, Any]) -> str:
+    """A run's id: the hash of its resolved config as canonical JSON (sorted keys), None values left out so that
+    a new option whose default is None keeps existing ids."""
+    def pruned(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: pruned(v) for k, v in node.items() if v is not None}
+        return [pruned(v) for v in node] if isinstance(node, list) else node
+
+    text = json.dumps(pruned(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 NUMBER_KEYS = ("model", "data", "trainer")  # a drawn number for `model.X`, `data.X` or `trainer.X` can be set
 
 
 @dataclass
-class Template:
-    """A dump of one config, loaded back, that gives the dump of a config differing from it only in some numbers
-    (by namespace path) without jsonargparse: those numbers are set in the tree, which is dumped as jsonargparse
-    dumps (its YAML settings; the same text for this tree, checked), under the same header."""
+class Point:
+    """Runs that parse to one config but for some numbers: their seeds and the numbers drawn for them
+    (`Points.of`). `namespace` is the parsed config; `text` its dump as JSON, where setting a value on the loaded
+    dump is what setting it on the namespace would give (None where not: each run is dumped)."""
 
-    head: str
-    tree: dict[str, Any]
-    dumper: type
-    kinds: dict[str, type]  # the type of each value set, by path
+    namespace: Namespace
+    text: str | None
+    parser: ArgumentParser
 
-    def fits(self, values: dict[str, Any]) -> bool:
-        return {path: type(value) for path, value in values.items()} == self.kinds
-
-    def fill(self, values: dict[str, Any]) -> dict[str, Any]:
+    def config(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The config of a run of this point, with `values` set, by namespace path."""
+        if self.text is None:
+            dump = self.parser.dump(with_values(self.namespace, values), skip_none=False, skip_validation=True)
+            return yaml.load(dump, Loader=Loader)
+        tree = json.loads(self.text)  # a fresh copy
         for path, value in values.items():
             *parents, name = path.split(".")
-            node = self.tree
+            node = tree
             for parent in parents:
                 node = node[parent]
             node[name] = value
-        return self.tree
-
-    def text(self, values: dict[str, Any]) -> str:
-        return self.head + yaml.dump(self.fill(values), Dumper=self.dumper, **DUMP)
+        return tree
 
 
-def template(text: str, values: dict[str, Any]) -> Template | None:
-    """The template of `text`, jsonargparse's dump of a config holding `values`, or None where it could differ
-    from jsonargparse's: a value not in the dump as itself (a None skipped, a number dumped as another type),
-    an anchor (`&`: an object met twice, which setting one value would change in both places), or a tree whose
-    dump is not the text."""
-    tree = yaml.load(text, Loader=Loader)
-    if "&" in text or not all(same(leaf(tree, path), value) for path, value in values.items()):
-        return None
-    for dumper in DUMPERS:
-        body = yaml.dump(tree, Dumper=dumper, **DUMP)
-        head = text[:len(text) - len(body)]
-        if text.endswith(body) and all(line.startswith("#") for line in head.splitlines()):
-            return Template(head, tree, dumper, {path: type(value) for path, value in values.items()})
-    return None
-
-
-def leaf(tree: Any, path: str) -> Any:
-    for name in path.split("."):
-        if not isinstance(tree, dict) or name not in tree:
-            return None
-        tree = tree[name]
-    return tree
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal and of one type, and a number: YAML writes a number of one type as itself, whatever its value."""
-    return type(a) is type(b) and type(a) in (int, float) and a == b
-
-
-@dataclass
-class Group:
-    """Runs that parse to one config (`config`, the first run's) but for some numbers: their seeds and the
-    numbers drawn for them (`Groups.of`). `ids` and `configs` are templates of the first run's two dumps."""
-
-    config: Namespace
-    ids: Template | None
-    configs: Template | None
-
-    def namespace(self, values: dict[str, Any]) -> Namespace:
-        return with_values(self.config, values)
-
-    def dump(self, parser: ArgumentParser, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The run's id text (its dump without None values) and its config (the dump with them, loaded)."""
-        if self.ids and self.configs and self.ids.fits(values) and self.configs.fits(values):
-            return self.ids.text(values), copy.deepcopy(self.configs.fill(values))
-        config = self.namespace(values)
-        text = parser.dump(config, skip_validation=True)
-        return text, yaml.load(parser.dump(config, skip_none=False, skip_validation=True), Loader=Loader)
-
-
-class Groups:
-    """Runs grouped to be parsed once a group. Their seeds are set on the parsed config (`seed_everything`,
+class Points:
+    """Runs grouped to be parsed once a point. Their seeds are set on the parsed config (`seed_everything`,
     `data.seed`); so is each number drawn for a key `model.X`, `data.X` or `trainer.X` whose argument comes after
     the others (only seeds and such numbers after it: none can override it) and whose option jsonargparse types
     as exactly `int` or `float` (then any such number parses to itself, an int to a float for a float; a
-    constrained type such as a Literal or a PositiveFloat could refuse one). The first run of a group is parsed
-    with its numbers, which must come out as set: if not, its draws are parsed one by one."""
+    constrained type such as a Literal or a PositiveFloat could refuse one). The first run of a point is parsed
+    with its numbers, which must come out as set, in the dump too: if not, its draws are parsed one by one."""
 
     def __init__(self, parser: ArgumentParser) -> None:
         self.parser, self.hints = parser, option_types(parser)
         self.parsed: dict[tuple, Namespace] = {}
-        self.groups: dict[tuple, Group | None] = {}
+        self.points: dict[tuple, Point | None] = {}
 
-    def of(self, run: Run) -> tuple[Group, dict[str, Any]]:
-        """The run's group and the values to set on its config, by namespace path."""
+    def of(self, run: Run) -> tuple[Point, dict[str, Any]]:
+        """The run's point and the values to set on its config, by namespace path."""
         numbers = drawn_numbers(run)
-        group = self.group(run, numbers)
-        if group is None:
-            numbers, group = {}, self.group(run, {})
-        return group, seeded(run, {path: self.number(group.config, key, numbers[key])
+        point = self.point(run, numbers)
+        if point is None:
+            numbers, point = {}, self.point(run, {})
+        return point, seeded(run, {path: self.number(point.namespace, key, numbers[key])
                                    for key, path in paths(numbers).items()})
 
-    def group(self, run: Run, numbers: dict[str, Any]) -> Group | None:
+    def point(self, run: Run, numbers: dict[str, Any]) -> Point | None:
         skip = {*seed_args(run), *(as_arg(k, v) for k, v in numbers.items())}
         key = (*(arg for arg in run.argv if arg not in skip), *((k, type(v)) for k, v in numbers.items()))
-        if key not in self.groups:
-            self.groups[key] = self.new_group(run, numbers)
-        return self.groups[key]
+        if key not in self.points:
+            self.points[key] = self.new_point(run, numbers)
+        return self.points[key]
 
-    def new_group(self, run: Run, numbers: dict[str, Any]) -> Group | None:
+    def new_point(self, run: Run, numbers: dict[str, Any]) -> Point | None:
         config = self.parse(run)
         values = {path: self.number(config, key, numbers[key]) for key, path in paths(numbers).items()}
         if not all(same(config.get(path), value) for path, value in values.items()):
             return None
         values = seeded(run, values)
-        first = with_values(config, values)
-        texts = self.parser.dump(first, skip_validation=True), self.parser.dump(first, skip_none=False,
-                                                                                   skip_validation=True)
-        return Group(config, template(texts[0], values), template(texts[1], values))
+        dump = self.parser.dump(with_values(config, values), skip_none=False, skip_validation=True)
+        tree = yaml.load(dump, Loader=Loader)
+        if not all(same(leaf(tree, path), value) for path, value in values.items()):
+            return None if numbers else Point(config, None, self.parser)
+        # An anchor (`&`) is an object met twice, in which setting one value would set both.
+        return Point(config, None if "&" in dump else json.dumps(tree), self.parser)
 
     def parse(self, run: Run) -> Namespace:
         seeds = seed_args(run)
@@ -237,6 +198,19 @@ class Groups:
         if hint is float:
             return float(value)
         return value if hint is int and type(value) is int else None
+
+
+def leaf(tree: Any, path: str) -> Any:
+    for name in path.split("."):
+        if not isinstance(tree, dict) or name not in tree:
+            return None
+        tree = tree[name]
+    return tree
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of one type, and a number: YAML writes a number of one type as itself, whatever its value."""
+    return type(a) is type(b) and type(a) in (int, float) and a == b
 
 
 def drawn_numbers(run: Run) -> dict[str, int | float]:
