@@ -82,7 +82,7 @@ class ContinualFinetune(Baseline):
     def track(self, acc: float | None = None) -> None:
         """One point of the current phase's curve: samples into the phase and held-out accuracy."""
         env = self.envs[f"p{self.phase}"]
-        acc = self.evaluate(env, env.names("id"), counterfactual=False)["acc"] if acc is None else acc
+        acc = self.evaluate(env, counterfactual=False)["acc"] if acc is None else acc
         point = [self.total_samples - self.phase_start, acc]
         if self.curve and self.curve[-1][0] == point[0]:  # the phase ended on a step that was just tracked
             self.curve.pop()
@@ -113,7 +113,7 @@ class ContinualFinetune(Baseline):
     def end_phase(self) -> None:
         """Score every environment, record the phase and move on to the next one."""
         k, n = self.phase, len(self.phases)
-        metrics = {name: self.evaluate(env, env.names("id")) for name, env in self.envs.items()}
+        metrics = {name: self.evaluate(env) for name, env in self.envs.items()}
         self.track(metrics[f"p{k}"]["acc"])
         after = f"p{k + 1}" if k + 1 < n else "f0" if self.future else None
         drop = metrics[f"p{k}"]["acc"] - metrics[after]["acc"] if after else None

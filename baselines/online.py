@@ -105,9 +105,10 @@ class Online(Baseline):
         self.eval()
         tallies = [self.tally_env(env, name)[0] for name in env.names("ood")]
         self.train(training)
-        shifted = min(env_metrics(t, ())["acc"] for t in tallies)
+        weights = env.role_weights().get("ood")  # as the test pass weighs the shifted sub-environments (`summary`)
+        shifted = min(env_metrics(t, (), weights)["acc"] for t in tallies)
         point = {"samples": self.total_samples, "interventions": self.interventions * self.trainer.world_size,
-                 "shifted_acc": shifted, "shifted_wg": env_metrics(sum(tallies), ())["acc_wg"]}
+                 "shifted_acc": shifted, "shifted_wg": env_metrics(sum(tallies), (), weights)["acc_wg"]}
         if self.count:
             point["prequential_acc"] = float(self.hits) / self.count
         self.curve.append(point)

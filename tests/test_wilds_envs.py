@@ -176,6 +176,31 @@ def test_waterbirds_validation_id_accuracy_is_the_same_adjusted_average(root):
     assert abs(adjusted - groups.mean().item()) > 0.05  # the groups differ, so the weights matter here
 
 
+def test_scoring_outside_the_loops_weighs_groups_as_the_test_pass_does(root, tmp_path):
+    """`evaluate` (continual phases) and Online's curve score outside Lightning's loops: their ID and shifted
+    accuracies must be the test pass's adjusted averages, not the plain accuracy of the held-out samples."""
+    env = Waterbirds(root=root, image_size=8)
+    env.setup()
+    model = ERM(arch="mlp", width=8, input_shape=env.input_shape, n_classes=2)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=env, verbose=False)
+    assert model.evaluate(env, "id")["acc"] == pytest.approx(model.results["test/acc_id"])
+    plain = per_group(model.results, "test/id:val").mean().item()  # the validation split is group-balanced
+    assert abs(model.results["test/acc_id"] - plain) > 0.02  # so the weights matter here
+    # CelebA's shifted split is i.i.d. (scored as the mean per group): here its groups are far from balanced
+    write_celeba(tmp_path, {**GROUPS, "test": {(0, 0): 12, (0, 1): 2, (1, 0): 3, (1, 1): 9}})
+    celeba = CelebA(root=str(tmp_path), image_size=8, batch_size=8)
+    online = Online(fraction=0.5, budget=32, eval_every=1, arch="mlp", width=8, input_shape=celeba.input_shape,
+                    n_classes=celeba.n_classes)
+    online.check_env(celeba)
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(online, datamodule=celeba)
+    trainer.test(online, datamodule=celeba, verbose=False)
+    m = online.results
+    assert online.curve[-1]["shifted_acc"] == pytest.approx(m["test/acc_avg"])
+    assert m["test/acc_avg"] == pytest.approx(per_group(m, "test/ood:test").mean().item())
+
+
 def test_celeba_shifted_accuracy_is_the_mean_per_group_accuracy_of_its_iid_test_split(root):
     env = CelebA(root=root, image_size=8)
     assert env.role_weights()["ood"].tolist() == [0.25] * 4 and "id" not in env.role_weights()

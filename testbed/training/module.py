@@ -242,14 +242,15 @@ class Baseline(L.LightningModule):
         return sum(self.score(env, batch, cf_gen) for batch in batches)
 
     @torch.no_grad()
-    def evaluate(self, env: ShiftedEnv, names: list[str], counterfactual: bool = True) -> dict[str, float]:
-        """Metrics of `env`'s named sub-environments pooled, outside Lightning's loops: how regimes score
-        environments other than the datamodule's (phases) or score it mid-epoch (streams)."""
+    def evaluate(self, env: ShiftedEnv, role: str = "id", counterfactual: bool = True) -> dict[str, float]:
+        """Metrics of `env`'s sub-environments of one role pooled, with the role's group weights as the test pass
+        applies them (`summary`), outside Lightning's loops: how regimes score environments other than the
+        datamodule's (phases) or score it mid-epoch (streams)."""
         training, gen = self.training, torch.Generator().manual_seed(0) if counterfactual else None
         self.eval()
-        total = sum(self.tally_env(env, name, "test", gen)[0] for name in names)
+        total = sum(self.tally_env(env, name, "test", gen)[0] for name in env.names(role))
         self.train(training)
-        return env_metrics(total, env.interventions if counterfactual else ())
+        return env_metrics(total, env.interventions if counterfactual else (), env.role_weights().get(role))
 
     @torch.no_grad()
     def final_val(self) -> dict[str, float]:
