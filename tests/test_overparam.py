@@ -13,6 +13,7 @@ from torch import nn
 
 from testbed.envs import GaussianGroups
 from testbed.training.backbones import build_backbone, count_params
+from testbed.training.head_solver import fit_head_lbfgs
 
 SEEDS = [0, 1]
 RISE, MARGIN = 0.1, 0.15  # below the smallest measured over seeds 0 to 4 (0.128 and 0.214; see the test)
@@ -100,3 +101,18 @@ def test_reweighting_worst_group_error_rises_past_interpolation_and_subsampling_
         assert err["ReWeight", 3000, s] - err["ReWeight", 100, s] >= RISE
         assert err["ReSample", 3000, s] <= err["ReSample", 100, s]
         assert err["ReSample", 3000, s] <= err["ReWeight", 3000, s] - MARGIN
+
+
+def test_lbfgs_head_with_integer_weights_is_the_fit_on_duplicated_samples():
+    # ReWeight's per-sample weights against the paper's oversampling: weight 3 is the sample three times. The data
+    # are not separable (labels flipped at random), so the (near-unregularised) optimum is unique.
+    gen = torch.Generator().manual_seed(0)
+    f, y = torch.randn(80, 4, generator=gen), torch.randint(2, (80,), generator=gen)
+    weights = torch.randint(1, 4, (80,), generator=gen).float()
+    weighted, duplicated = nn.Linear(4, 2), nn.Linear(4, 2)
+    fit = fit_head_lbfgs(weighted, f, y, weights, 2e-9)
+    rows = torch.repeat_interleave(torch.arange(80), weights.long())
+    fit_head_lbfgs(duplicated, f[rows], y[rows], torch.ones(len(rows)), 2e-9)
+    assert fit.converged and fit.grad_max <= 1e-4 and 0.5 < fit.train_acc < 1
+    logits = lambda head: head(f)[:, 1] - head(f)[:, 0]  # noqa: E731 - the decision function of a two-class head
+    assert torch.allclose(logits(weighted), logits(duplicated), atol=1e-3)
