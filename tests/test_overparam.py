@@ -2,13 +2,14 @@
 backbone, and the sweep at reduced size, where reweighting's worst-group error rises past interpolation and
 subsampling's does not."""
 
+import csv
 import json
 import math
 
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, cli_error, run_cli
+from conftest import CONFIGS, cli_error, results, run_cli
 from torch import nn
 
 from testbed.envs import GaussianGroups
@@ -64,6 +65,22 @@ def test_bad_head_solver_is_one_line(workdir, capsys, args, field):
     err = cli_error(capsys, "fit", "-c", str(CONFIGS / "envs" / "gaussian_groups.yaml"), "--model=ERM",
                     "--model.arch=random_features", "--model.head_solver=lbfgs", "--trainer.max_epochs=1", *args)
     assert len(err) == 1 and err[0].startswith(f"testbed: error: {field}:") and not (workdir / "runs").exists()
+
+
+def test_lbfgs_fit_records_its_convergence_and_logs_its_training_accuracy(workdir):
+    run_cli("fit", "-c", str(CONFIGS / "envs" / "gaussian_groups.yaml"), "--model=ReWeight",
+            "--model.arch=random_features", "--model.width=400", "--model.head_solver=lbfgs",
+            "--model.weight_decay=2e-9", "--model.probe=false", "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false", "--data.n_train=200", "--data.batch_size=50", "--data.n_val=50",
+            "--data.n_test=100")
+    run = next((workdir / "runs").rglob("results.json")).parent
+    res = results(run)
+    record = res["convergence"]
+    assert record["converged"] and record["grad_max"] <= 1e-4 and record["train_acc"] == 1.0  # 400 features > n
+    assert res["steps"] == 0 and res["epochs"] == 1 and res["train_samples"] == 200  # no Adam step; every sample
+    with open(run / "metrics.csv") as f:
+        logged = [float(row["train/acc"]) for row in csv.DictReader(f) if row.get("train/acc")]
+    assert logged == [record["train_acc"]]
 
 
 def small_sweep(workdir, seeds: list[int]) -> dict:
