@@ -82,6 +82,7 @@ class ReSample(Balanced, Baseline):
     """
 
     kept: int | None = None  # training samples in the subsample, set when fitting starts
+    weighted_ce = True
 
     def on_fit_start(self) -> None:
         data = self.env.train_data
@@ -112,6 +113,7 @@ class ReWeight(Balanced, Baseline):
 
     weights: Tensor
     power: ClassVar[float] = 1.0  # weights proportional to n_k^-power
+    weighted_ce = True
 
     def key_weights(self) -> Tensor:
         """Each group's (or class's) loss weight, from the training data's counts."""
@@ -119,6 +121,11 @@ class ReWeight(Balanced, Baseline):
 
     def on_fit_start(self) -> None:
         self.weights = self.key_weights().to(self.device)
+
+    def sample_weights(self, batch: Batch) -> Tensor:
+        """Each sample's loss weight, its group's (or class's), as `reweighted` gathers it."""
+        keys = balance_key(self.hparams.by, self.env, batch)[0]
+        return self.weights.to(keys.device).gather(-1, keys)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.cross_entropy(self(batch.x), batch.y)

@@ -9,5 +9,7 @@ from testbed.training.module import Baseline
 class ERM(Baseline):
     """Minimise the mean cross-entropy on the training data, whatever feature predicts it."""
 
+    weighted_ce = True
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.erm_step(batch)

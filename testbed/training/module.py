@@ -4,7 +4,7 @@ It owns the backbone, the optimiser, evaluation (per-environment accuracy, worst
 flip rates) and logging. A subclass only defines `training_step` and, for regimes, its phase logic.
 """
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -12,19 +12,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from testbed.envs.base import Batch, ShiftedEnv, Split, TensorLoader
-from testbed.errors import ConfigError, check_positive
+from testbed.errors import ConfigError, check_choice, check_positive
 from testbed.hparams import Range, Space
 from testbed.training.backbones import Arch, backbone_flops, build_backbone, count_params
 from testbed.training.budget import SampleBudget
 from testbed.training.checkpoints import read_checkpoint
 from testbed.training.compat import CURRENT_FX_NAME, reload_train_data_every
+from testbed.training.head_solver import fit_head_lbfgs
 from testbed.training.metrics import env_metrics, score, summarize, tally_size
-from testbed.training.probe import heldout_head
+from testbed.training.probe import body_and_head, features, heldout_head
 from testbed.training.transformer import Pooling
 
 PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "train_sums", "train_count", "samples_seen", "probe_head",
                          "epochs_done", "checkpoint_steps"})
 
+
+HeadSolver = Literal["adam", "lbfgs"]
 
 # The environment's attributes that become the model's init arguments of the same name (`testbed fit` links them;
 # sweep runs pass them).
@@ -42,13 +45,19 @@ class Baseline(L.LightningModule):
         depth: hidden layers (mlp), conv blocks (cnn), blocks per stage (resnet) or layers (transformer, vit).
         lr: Adam learning rate.
         weight_decay: L2 weight: Adam's (coupled) weight decay, the gradient of (weight_decay / 2) ||theta||^2
-            (in the loss itself where the method divides its loss, `l2_in_loss`).
+            (in the loss itself where the method divides its loss, `l2_in_loss`; on the head's weights alone with
+            `head_solver: lbfgs`).
         init_ckpt: a checkpoint of the same backbone to start from (e.g. an ERM run's) instead of a random init.
         weights: pretrained weights of a torchvision: model (e.g. IMAGENET1K_V1, DEFAULT) or DEFAULT for an hf: model.
         heads: attention heads (transformer, vit); they must divide `width`.
         pooling: how a transformer or vit summarises its tokens: their mean or a class token (cls).
         patch: side of the square patches vit embeds as tokens.
         probe: after testing, also score a fresh linear head fit on the frozen features (`testbed.training.probe`).
+        head_solver: how the model is trained: `adam`, the Trainer's epochs of Adam steps; or `lbfgs`, only the
+            linear head, on the fixed features of a backbone with no other trainable parameter (`random_features`),
+            fit to convergence in the one training epoch by L-BFGS on the method's (weighted) cross-entropy plus
+            (weight_decay / 2) ||W||^2 (`testbed.training.head_solver`; Sagawa et al. 2020b's fit). Only methods
+            whose loss is a weighted mean cross-entropy of their training data take it (`weighted_ce`).
         input_shape, n_classes, vocab_size: linked from the environment by the CLI (vocab_size is None for images).
     """
 
@@ -58,22 +67,33 @@ class Baseline(L.LightningModule):
     # True where the subclass puts the L2 term (weight_decay / 2) ||theta||^2 in its loss itself and Adam's coupled
     # weight decay must be 0 (IRM and VREx, whose loss is divided by the penalty weight; `AnnealedPenalty`).
     l2_in_loss: ClassVar[bool] = False
+    # True where the method's loss is the mean cross-entropy of its training data weighted by `sample_weights`, which
+    # `head_solver: lbfgs` can minimise in one solve (ERM, ReSample on its subsample, ReWeight).
+    weighted_ce: ClassVar[bool] = False
 
     def __init__(self, arch: Arch = "mlp", width: int = 256, depth: int = 2, lr: float = 1e-3,
                  weight_decay: float = 0.0, init_ckpt: str | None = None, weights: str | None = None,
                  heads: int = 4, pooling: Pooling = "mean", patch: int = 4, probe: bool = True,
-                 input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2, vocab_size: int | None = None) -> None:
+                 head_solver: HeadSolver = "adam", input_shape: tuple[int, ...] = (3, 28, 28), n_classes: int = 2,
+                 vocab_size: int | None = None) -> None:
         super().__init__()
         if type(self) is Baseline:
             raise ConfigError("model: Baseline is the shared base class; give a baseline such as --model=ERM")
         check_positive("lr", lr)
         if weight_decay < 0:
             raise ConfigError(f"weight_decay: {weight_decay} is not allowed; it must be >= 0")
+        check_choice("head_solver", head_solver, ["adam", "lbfgs"])
+        if head_solver == "lbfgs" and not self.weighted_ce:
+            raise ConfigError(f"head_solver: lbfgs fits a weighted cross-entropy; {type(self).__name__} minimises "
+                              "another loss; choose adam, or ERM, ReSample or ReWeight")
         self.save_hyperparameters()
         knobs = {"vocab_size": vocab_size, "heads": heads, "pooling": pooling, "patch": patch}
         self.net = build_backbone(arch, input_shape, n_classes, width, depth, weights, **knobs)
         self.n_params = count_params(self.net)
         self.flops_per_sample = backbone_flops(self.net, arch, input_shape, n_classes, width, depth, **knobs)
+        if head_solver == "lbfgs" and any(p.requires_grad for p in body_and_head(self.net)[0].parameters()):
+            raise ConfigError(f"head_solver: lbfgs fits only the linear head, but arch {arch} trains its body too; "
+                              "choose random_features, or head_solver adam")
         if init_ckpt is not None:
             self.load_weights(init_ckpt)
         self.samples_seen = 0
@@ -85,6 +105,7 @@ class Baseline(L.LightningModule):
         self.tallies: dict[str, Tensor] = {}
         self.probe_head: nn.Module | None = None  # the probe's head while testing (a plain attribute, not a submodule)
         self.results: dict[str, float] = {}
+        self.head_fit: dict[str, object] | None = None  # the L-BFGS fit's convergence record (`head_solver: lbfgs`)
 
     def __setattr__(self, name: str, value: object) -> None:
         # Lightning sets `_current_fx_name` (testbed.training.compat) around every hook call, and the training tallies
@@ -128,6 +149,9 @@ class Baseline(L.LightningModule):
         exists, before it writes anything): a regime's stages need a number of epochs that splits evenly."""
         if self.stages() is not None:
             self.epochs_per_stage(trainer)
+        if self.hparams.head_solver == "lbfgs" and (trainer.max_epochs != 1 or trainer.max_steps != -1):
+            raise ConfigError(f"trainer.max_epochs: {trainer.max_epochs} is not allowed with head_solver lbfgs, "
+                              "which fits the head to convergence in one epoch; set trainer.max_epochs: 1")
 
     def epochs_per_stage(self, trainer: L.Trainer) -> int:
         stages, what = self.stages()
@@ -157,6 +181,10 @@ class Baseline(L.LightningModule):
         weight_decay = 0.0 if self.l2_in_loss else self.hparams.weight_decay
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=weight_decay, foreach=foreach)
 
+    def sample_weights(self, batch: Batch) -> Tensor:
+        """Each sample's weight in the method's mean cross-entropy (where `weighted_ce`): 1 for ERM."""
+        return torch.ones(len(batch.y), device=batch.y.device)
+
     def erm_step(self, batch: Batch) -> Tensor:
         """Mean cross-entropy on the batch."""
         return self.cross_entropy(self(batch.x), batch.y).mean()
@@ -184,6 +212,29 @@ class Baseline(L.LightningModule):
             loss, acc = (self.train_sums / self.train_count).tolist()
             self.train_curve.append((loss, acc))
             self.log_dict({"train/loss": loss, "train/acc": acc})
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> int | None:
+        # With `head_solver: lbfgs` the epoch's first batch fits the head on all the training data instead, and -1
+        # tells Lightning to skip the epoch's Adam steps.
+        if self.hparams.head_solver != "lbfgs":
+            return None
+        self.fit_head()
+        return -1
+
+    def fit_head(self) -> None:
+        """Fit the linear head to convergence by L-BFGS on the fixed features of the data the method trains on
+        (`env.train_data`: ReSample's subsample), weighted by `sample_weights`; its loss and accuracy become the
+        epoch's `train/loss` and `train/acc`, its convergence record `head_fit`."""
+        env, (body, head) = self.env, body_and_head(self.net)
+        data = env.train_data
+        f, y, _ = features(body, env, data, self.device)
+        fit = fit_head_lbfgs(head, f.to(self.device), y.to(self.device), self.sample_weights(data).to(self.device),
+                             self.hparams.weight_decay)
+        self.head_fit = fit.record(self.hparams.weight_decay)
+        n = len(y)
+        self.train_sums = torch.tensor([fit.train_loss * n, fit.train_acc * n])
+        self.train_count = n
+        self.samples_seen += n
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
         self.samples_seen += len(batch.y)

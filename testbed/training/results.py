@@ -35,7 +35,7 @@ def summary(trainer: L.Trainer, model: Baseline, seed: int | None, wall_time_s: 
         "data": type(env).__name__,
         "seed": seed,
         "metrics": {**model.results, **model.final_val()},
-        "convergence": convergence(trainer, model.train_curve),
+        "convergence": model.head_fit or convergence(trainer, model.train_curve),
         "ceiling": env.ceiling,
         "spurious_accuracy": env.spurious_accuracy,  # with the ceiling, whether the regime is a positive control
         "n_classes": env.n_classes,  # with n_attr, the label of each group (g = y * n_attr + a) for the analysis
