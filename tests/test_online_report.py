@@ -7,7 +7,8 @@ import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.analysis.dose import ONLINE, at_target, dose_table, needed, read_runs
+from testbed.analysis.dose import ONLINE, at_target, dose_table, needed
+from testbed.analysis.select import selected_runs
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
 FRACTIONS = [0.0, 0.1, 1.0]
@@ -68,7 +69,8 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
     sweep = tmp_path / "runs/online"
     write_sweep(sweep)
 
-    online = dose_table(ONLINE, read_runs(sweep))
+    sel = selected_runs(sweep, save=False)
+    online = dose_table(ONLINE, sel.runs, sel.axes)
     assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
     assert online.loc[online["fraction"] == 0, "to_target"].isna().all()  # passive never reaches it
     need = needed(online)
@@ -135,8 +137,9 @@ def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_co
             (twin / "results.json").write_text(json.dumps(res))
             (twin / "done").write_text("")
     write_manifest(sweep)
-    keep = {d.name for d in sweep.iterdir() if not d.name.endswith("-draw1")}
-    chosen = dose_table(ONLINE, read_runs(sweep, keep=keep))
+    first = selected_runs(sweep, rule="none", save=False)  # draw 0 everywhere: the draws id_val must choose
+    assert not first.runs["run"].str.endswith("-draw1").any()
+    chosen = dose_table(ONLINE, first.runs, first.axes)
     expected = needed(chosen)
     expected = expected[expected["fraction"] == 1.0].groupby("params")["to_target"].mean()
 

@@ -6,7 +6,8 @@ size; the phase that brings a new attribute (`spurious_feature` changed; else th
 parameters with the report's criterion for reliance (tolerance `TOLERANCE["spurious_reliance"]`): "does not close"
 means larger models learn the new correlation too.
 
-Reads run.json and results.json only: no torch, no Lightning.
+Reads the selected runs' table only (their phases in its `records` column, `testbed.analysis.collect.RECORDS`): no
+torch, no Lightning.
 """
 
 import json
@@ -14,18 +15,16 @@ import json
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.dose import regime_of
+from testbed.analysis.collect import method
 from testbed.analysis.endpoints import TOLERANCE
 from testbed.analysis.fits import CONFIDENCE, Fit, fit_trend, verdict
 
 
 def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per ContinualFinetune run and phase: reliance on that phase's attribute at the phase's end."""
-    if runs.empty:
-        return runs
-    rows, runs = [], runs.assign(regime=regime_of(runs))
-    for _, run in runs[runs["baseline"] == "ContinualFinetune"].iterrows():
-        phases = run["results"].get("phases") or []
+    rows = []
+    for _, run in runs[method(runs) == "ContinualFinetune"].iterrows():
+        phases = json.loads(run["records"]).get("phases") or []
         new = next((p["phase"] for p in phases if "spurious_feature" in (p.get("changes") or {})),
                    phases[-1]["phase"] if phases else None)
         for p in phases:
@@ -37,7 +36,7 @@ def continual_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def continual_lines(runs: pd.DataFrame, confidence: float = CONFIDENCE) -> tuple[list[str], list[Fit]]:
-    """The part's lines, from `runs` (`testbed.analysis.dose.read_runs`, the selected draws), and the fits its
+    """The part's lines, from `runs` (the selected runs, `testbed.analysis.select`), and the fits its
     verdicts rest on (intervals at `confidence`); none without ContinualFinetune runs."""
     continual = continual_table(runs)
     if continual.empty:

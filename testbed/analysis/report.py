@@ -45,7 +45,7 @@ import pandas as pd
 
 from testbed.analysis.collect import along, budget_columns, budget_varies
 from testbed.analysis.continual import continual_lines
-from testbed.analysis.dose import CONTROL, ONLINE, DoseNumbers, dose_numbers, read_runs, render_dose
+from testbed.analysis.dose import CONTROL, ONLINE, DoseNumbers, dose_numbers, render_dose
 from testbed.analysis.endpoints import (
     BOUNDS,
     ID_TOL,
@@ -436,12 +436,13 @@ class Verdicts:
         return main + doses + sum(map(decided, self.continual_fits))
 
 
-def all_verdicts(runs: pd.DataFrame, dosed: pd.DataFrame, reference: str | None, bootstrap: int | None,
+def all_verdicts(runs: pd.DataFrame, axes: list[str], reference: str | None, bootstrap: int | None,
                  confidence: float) -> Verdicts:
+    """Every verdict from the selected runs (with their endpoints) of a sweep with `axes`."""
     rows, fits = fit_all(runs, reference, bootstrap, confidence)
-    continual, continual_fits = continual_lines(dosed, confidence)
-    return Verdicts(confidence, rows, fits, dose_numbers(ONLINE, dosed, confidence),
-                    dose_numbers(CONTROL, dosed, confidence), continual, continual_fits)
+    continual, continual_fits = continual_lines(runs, confidence)
+    return Verdicts(confidence, rows, fits, dose_numbers(ONLINE, runs, axes, confidence),
+                    dose_numbers(CONTROL, runs, axes, confidence), continual, continual_fits)
 
 
 def check_level(confidence: float) -> None:
@@ -522,13 +523,9 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     reference = reference_of(sel.runs, reference)
     save_selection(sel, sweep_dir)
     runs = add_endpoints(sel.runs, sel.axes, reference)
-    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
-    dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
-    # A published results.csv without its run folders: the online and continual curves are not in the table.
-    published = dosed.empty and sel.runs["baseline"].str.startswith(("Online", "ContinualFinetune")).any()
-    found = all_verdicts(runs, dosed, reference, bootstrap, confidence)
+    found = all_verdicts(runs, sel.axes, reference, bootstrap, confidence)
     if familywise == "bonferroni" and found.count > 1:  # the same verdicts, each at the corrected level
-        found = all_verdicts(runs, dosed, reference, bootstrap, bonferroni(confidence, found.count))
+        found = all_verdicts(runs, sel.axes, reference, bootstrap, bonferroni(confidence, found.count))
     rows, fits = found.rows, found.fits
     write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
                  .to_csv(index=False))
@@ -556,9 +553,7 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
     else:
         out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
                 *verdict_table(rows, primary, kinds), "", *kinds_lines(kinds),
-                family_line(found, confidence, familywise) + (" Read from a published `results.csv`: the online "
-                "and continual verdicts, made from the run folders' curves, are not among them." if published else ""),
-                ""]
+                family_line(found, confidence, familywise), ""]
         axis = next(a for a in AXES if (rows["axis"] == a).any())
         shown = [m for m in ("spurious_reliance", primary) if m in metrics]
         head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
@@ -590,9 +585,6 @@ def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = Non
                 "", "*OOD worst-group accuracy of the head (solid) and of the probe (dashed); points: mean over seeds "
                 "with its 95% t interval, held in [0, 1].*", ""]
     online_lines = render_dose(found.online, figures)[0] + found.continual
-    if published:
-        online_lines = ["Read from a published `results.csv`: the online and continual curves are in the run folders' "
-                        "results.json, not in the table, so this section is the sweep's own report's."]
     out += ["## Online training", "", *online_lines, ""] if online_lines else []
     control_lines, _ = render_dose(found.control, figures)
     out += ["## Online control", "", *control_lines, ""] if control_lines else []
