@@ -9,7 +9,7 @@ import pytest
 from fake_runs import write_manifest, write_run
 
 from testbed.analysis import fits
-from testbed.analysis.dose import CONTROL, ONLINE, Dose, dose_numbers, render_dose
+from testbed.analysis.dose import CONTROL, ONLINE, Dose, dose_figures, dose_lines, dose_numbers
 from testbed.analysis.select import selected_runs
 
 WIDTHS = {8: 1e3, 16: 3e3, 32: 1e4, 64: 3e4, 128: 1e5}
@@ -73,7 +73,7 @@ def test_each_instance_fits_the_dose_to_target_and_names_the_sizes_without_a_tar
     assert verdict.word == f"larger models need fewer {dose.dose_words}"
 
     (tmp_path / "figures").mkdir()
-    lines, figs = render_dose(numbers, tmp_path / "figures")
+    lines, figs = dose_lines(numbers), dose_figures(numbers, tmp_path / "figures")
     text = "\n".join(lines)
     assert (f"**{dose.baseline}(fraction=1): {dose.dose_words} to target vs parameters: larger models need fewer "
             f"{dose.dose_words}** (x0.32 per decade [") in text

@@ -208,8 +208,14 @@ def dose_numbers(dose: Dose, runs: pd.DataFrame, axes: list[str],
     return DoseNumbers(dose, table, regimes)
 
 
-def dose_figure(numbers: DoseNumbers, regime: Regime, path: Path) -> list[Path]:
-    """The labelled endpoints (the target first) against the dose, one line per model size; the target dotted."""
+def figure_name(numbers: DoseNumbers, regime: Regime) -> str:
+    """The file name of a regime's PNG under the report's `figures/` (its PDF beside it)."""
+    return Path(f"{numbers.dose.figure}_{regime.regime}").with_suffix(".png").name
+
+
+def dose_figure(numbers: DoseNumbers, regime: Regime, figures: Path) -> list[Path]:
+    """The labelled endpoints (the target first) against the dose, one line per model size, the target dotted;
+    written under `figures` (`figure_name`)."""
     import matplotlib.pyplot as plt
 
     from testbed.analysis.fit_plots import save
@@ -244,20 +250,26 @@ def dose_figure(numbers: DoseNumbers, regime: Regime, path: Path) -> list[Path]:
     fig.suptitle(f"{dose.baseline} dose-response, regime {regime.regime} (final {dose.size}, mean over seeds; "
                  f"dotted: target, {TARGET_SHARE:.0%} of the Oracle's)", fontsize=10)
     fig.tight_layout()
-    return save(fig, path)
+    return save(fig, figures / figure_name(numbers, regime))
 
 
-def render_dose(numbers: DoseNumbers | None, figures: Path) -> tuple[list[str], list[Path]]:
-    """The section's lines and figures (written under `figures`); none without numbers."""
+def dose_figures(numbers: DoseNumbers | None, figures: Path) -> list[Path]:
+    """Each regime's figure, written under `figures`; none without numbers."""
     if numbers is None:
-        return [], []
+        return []
+    return [p for regime in numbers.regimes for p in dose_figure(numbers, regime, figures)]
+
+
+def dose_lines(numbers: DoseNumbers | None) -> list[str]:
+    """The section's lines (its figures are `dose_figures`'); none without numbers."""
+    if numbers is None:
+        return []
     dose, table = numbers.dose, numbers.table
     words = dose.dose_words
     out = [f"{dose.question} (Criteria: `testbed.analysis.dose`.)", "",
            f"Target: {TARGET_SHARE:.0%} of the Oracle's {dose.target_words} at the same scale point"
            + ("." if table["target"].notna().any() else "; **the sweep has no Oracle runs at these scale points, so "
               "no target can be resolved**."), ""]
-    figs = []
     for regime in numbers.regimes:
         sizes = ", ".join(f"{p:,}" for p in regime.untargeted)
         note = (f"; no target at {sizes} parameters, where the Oracle's {dose.target_words} is not positive (or the "
@@ -282,7 +294,5 @@ def render_dose(numbers: DoseNumbers | None, figures: Path) -> tuple[list[str], 
             cells += [f"{hit['samples'].mean():,.0f}" if len(hit) else "-"] if dose.samples else []
             out.append(f"| {params:,} | {fraction:g} | {g['target'].mean():.3f} | " + " | ".join(cells)
                        + f" | {len(hit)}/{len(g)} |")
-        fig = dose_figure(numbers, regime, figures / f"{dose.figure}_{regime.regime}")
-        figs += fig
-        out += ["", f"![{dose.baseline} dose-response {regime.regime}](figures/{fig[0].name})", ""]
-    return out, figs
+        out += ["", f"![{dose.baseline} dose-response {regime.regime}](figures/{figure_name(numbers, regime)})", ""]
+    return out
