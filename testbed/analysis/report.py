@@ -469,7 +469,8 @@ class Report:
     kinds: dict[str, tuple[bool, float, float]] = field(default_factory=dict)
     reference_check: Check | None = None
     undertrained: Check | None = None
-    line: tuple[list[Line], pd.DataFrame] = field(default_factory=lambda: ([], pd.DataFrame()))
+    line: list[Line] = field(default_factory=list)  # the ERM line per regime (`on_the_line`)
+    robustness: pd.DataFrame = field(default_factory=pd.DataFrame)  # each baseline's effective robustness above it
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -484,6 +485,11 @@ class Report:
     def primary(self) -> str | None:
         """The endpoint the verdict table gives: the gap, where the runs have one."""
         return self.metrics[0] if self.metrics else None
+
+    @property
+    def fitted(self) -> bool:
+        """Whether a trend was fitted: the headline's table and figure then exist."""
+        return self.primary is not None and not self.rows.empty
 
     @property
     def headline_axis(self) -> str:
@@ -518,9 +524,10 @@ def compute_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = N
     found = all_verdicts(runs, sel.axes, reference, bootstrap, confidence)
     if familywise == "bonferroni" and found.count > 1:  # the same verdicts, each at the corrected level
         found = all_verdicts(runs, sel.axes, reference, bootstrap, bonferroni(confidence, found.count))
+    line, robustness = on_the_line(runs, bootstrap=bootstrap or 1000)
     return Report(sel, all_runs, confidence, familywise, degenerate_check(sel), reference, runs, found,
                   regime_kinds(runs), reference_check(runs, reference, sel.axes), undertrained(runs, sel.axes),
-                  on_the_line(runs, bootstrap=bootstrap or 1000))
+                  line, robustness)
 
 
 def fits_table(report: Report) -> pd.DataFrame:
@@ -538,11 +545,11 @@ def draw_figures(report: Report, sweep_dir: Path) -> list[Path]:
     figures = sweep_dir / "figures"
     figures.mkdir(exist_ok=True)
     runs = report.runs
-    if report.primary is not None and len(report.rows):
+    if report.fitted:
         axis = report.headline_axis
         headline(along(runs, axis), report.verdicts.fits, report.headline_metrics, axis, figures / "headline")
-    if report.line[0]:
-        line_figure(runs, report.line[0], figures / "accuracy_on_the_line")
+    if report.line:
+        line_figure(runs, report.line, figures / "accuracy_on_the_line")
     if report.probe_axis is not None:
         probe_figure(along(runs, report.probe_axis), report.probe_axis, figures / "probe_vs_head")
     for numbers in (report.verdicts.online, report.verdicts.control):
@@ -563,7 +570,7 @@ def section_verdict(report: Report) -> list[str]:
     warnings = (report.degenerate.warning, report.reference_check.warning, report.undertrained.warning,
                 code_warning(runs))
     out += [line for w in warnings if w for line in (w, "")]
-    if report.primary is None or report.rows.empty:
+    if not report.fitted:
         return [*out, "No trend to fit: the sweep needs at least two values of a scale axis.", ""]
     axis, shown = report.headline_axis, report.headline_metrics
     return [*out, f"Verdict on the {WHAT[report.primary]} per scale axis; the reason is given for the first axis.", "",
@@ -616,16 +623,15 @@ def section_details(report: Report) -> list[str]:
 
 def section_line(report: Report) -> list[str]:
     """Accuracy on the line: the ERM line per regime and each baseline's effective robustness above it."""
-    lines_, er = report.line
     out = ["## Accuracy on the line", ""]
-    if not lines_:
+    if not report.line:
         return [*out, f"Too few {LINE_BASELINE} runs with varying ID accuracy to fit the line (3 are needed).", ""]
     out += ["| regime | ERM runs | probit slope | intercept | R^2 |", "|---|---|---|---|---|"]
-    out += [f"| {ln.regime} | {ln.runs} | {ln.slope:.2f} | {ln.intercept:+.2f} | {ln.r2:.2f} |" for ln in lines_]
+    out += [f"| {ln.regime} | {ln.runs} | {ln.slope:.2f} | {ln.intercept:+.2f} | {ln.r2:.2f} |" for ln in report.line]
     out += ["", "Effective robustness: mean OOD accuracy above the ERM line at the same ID accuracy (accuracy units).",
             "", "| regime | baseline | runs | effective robustness [95% CI] |", "|---|---|---|---|"]
     out += [f"| {r.regime} | {r.baseline} | {r.runs} | {r.effective_robustness:+.3f} [{r.low:+.3f}, {r.high:+.3f}] |"
-            for r in er.itertuples()]
+            for r in report.robustness.itertuples()]
     return [*out, "", "![accuracy_on_the_line](figures/accuracy_on_the_line.png)", ""]
 
 
