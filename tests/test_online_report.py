@@ -7,7 +7,9 @@ import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
+from testbed.analysis import fits
 from testbed.analysis.dose import ONLINE, at_target, dose_table, needed
+from testbed.analysis.report import compute_report, section_online
 from testbed.analysis.select import selected_runs
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
@@ -148,3 +150,21 @@ def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_co
     assert f"| {ORACLE_WG * 0.95:.3f} |" in section and f"| {0.9 * 0.95:.3f} |" not in section
     for params, value in expected.items():
         assert value > 10 and f"| {params:,} | 1 | {0.95 * ORACLE_WG:.3f} | {value:,.0f} |" in section
+
+
+def test_the_report_is_computed_whole_before_anything_is_written(tmp_path, monkeypatch):
+    """`compute_report` holds every verdict, the dose and continual ones included, and writes nothing: a bad option
+    or a failing fit leaves the sweep folder as it was, and `write_report` only renders and writes."""
+    monkeypatch.setattr(fits, "BOOTSTRAP", 200)
+    sweep = tmp_path / "runs/online"
+    write_sweep(sweep)
+    files = sorted(sweep.rglob("*"))
+    report = compute_report(sweep)
+    assert sorted(sweep.rglob("*")) == files
+    (regime,) = report.verdicts.online.regimes
+    assert [(v.fraction, v.word) for v in regime.verdicts] == [(0.1, "inconclusive"),
+                                                                (1.0, "larger models need fewer interventions")]
+    assert [v.word for v in report.verdicts.continual.verdicts] == ["does not close"]
+    assert report.verdicts.control is None and report.reference == "Oracle"
+    assert section_online(report)[:3] == ["## Online training", "", f"{ONLINE.question} (Criteria: "
+                                                                    "`testbed.analysis.dose`.)"]
