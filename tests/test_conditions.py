@@ -7,7 +7,6 @@ from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
 from testbed.analysis import fits
-from testbed.analysis.dose import read_runs, regime_of
 from testbed.analysis.select import selected_runs
 
 WIDTHS = {16: 1e4, 64: 1e5, 256: 1e6}
@@ -59,15 +58,6 @@ def test_training_correlations_with_one_mean_are_two_conditions(tmp_path):
     assert sorted(runs["regime"].unique()) == ["confounded, data.train_corrs=[0.9, 0.8]",
                                               "confounded, data.train_corrs=[0.95, 0.75]"]
     assert (runs.groupby(["regime", "baseline", "params"])["seed"].nunique() == 3).all()
-
-
-def test_the_online_sections_and_the_verdicts_name_the_same_conditions(tmp_path):
-    write_sweep(tmp_path / "s", {"clean": {"data.label_noise": 0.0}, "noisy": {"data.label_noise": 0.25}},
-                closes={"clean": True, "noisy": False})
-    verdicts = selected_runs(tmp_path / "s", save=False).runs.set_index("run")["regime"]
-    online = read_runs(tmp_path / "s")
-    assert regime_of(online).nunique() == 2
-    assert regime_of(online).set_axis(online["run"]).sort_index().equals(verdicts.sort_index())
 
 
 def test_two_stages_of_one_baseline_are_two_methods_not_six_seeds(tmp_path):

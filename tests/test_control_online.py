@@ -8,7 +8,8 @@ import pytest
 from conftest import CONFIGS, run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.analysis.dose import CONTROL, at_target, dose_table, needed, read_runs
+from testbed.analysis.dose import CONTROL, at_target, dose_table, needed
+from testbed.analysis.select import selected_runs
 
 BRAKING = str(CONFIGS / "control" / "braking.yaml")
 HORIZON, EPISODES, ROUNDS = 100, 10, 4
@@ -27,19 +28,19 @@ def test_dagger_labels_a_fraction_of_visited_states_and_without_labels_stays_beh
                                    "axes": {"model.fraction": [0.0, 0.3, 1.0]}}}}
     (workdir / "dose.yaml").write_text(json.dumps(sweep))
     run_cli("sweep", "-c", "dose.yaml", "--out", "out")
-    runs = read_runs(workdir / "out/dose")
-    oracle = runs[runs.baseline == "Oracle"]["results"].iloc[0]["metrics"]
-    dagger = dose_table(CONTROL, runs).set_index("fraction")
+    sel = selected_runs(workdir / "out/dose", save=False)
+    (oracle_return,) = sel.runs.loc[sel.runs.baseline == "Oracle", "return_norm"]
+    dagger = dose_table(CONTROL, sel.runs, sel.axes).set_index("fraction")
     visited = EPISODES * HORIZON
     assert dagger["dose"].to_dict() == {0.0: 0, 0.3: (ROUNDS - 1) * round(0.3 * visited),
                                                  1.0: (ROUNDS - 1) * visited}
     bc, full = dagger.loc[0.0], dagger.loc[1.0]
     assert bc["crash_rate"] >= 1.0 and bc["reliance"] >= 0.6  # behaviour cloning copies the light and crashes
-    assert full["return_norm"] >= oracle["test/return_norm"] - 0.2 and full["crash_rate"] <= 0.5
+    assert full["return_norm"] >= oracle_return - 0.2 and full["crash_rate"] <= 0.5
     assert full["reliance"] <= bc["reliance"] - 0.2
-    assert np.allclose(dagger["target"], 0.95 * oracle["test/return_norm"])  # the Oracle at the same width
+    assert np.allclose(dagger["target"], 0.95 * oracle_return)  # the Oracle at the same width
     assert np.isnan(bc["to_target"])  # behaviour cloning never gets there
-    curve = full["results"]["dagger"]["curve"]
+    curve = json.loads(full["records"])["dagger"]["curve"]
     assert [p["expert_labels"] for p in curve] == [k * visited for k in range(ROUNDS)]  # labels trained on
     assert curve[-1]["return_norm"] == pytest.approx(full["return_norm"])  # the last point is the final policy
     first = next((p["expert_labels"] for p in curve if p["return_norm"] >= full["target"]), np.nan)
@@ -89,7 +90,8 @@ def test_the_report_of_a_small_dagger_sweep_has_the_online_control_section(tmp_p
                 dagger_run(sweep, f"dagger-{width}-{seed}-{i}", width, seed, fraction)
     write_manifest(sweep)
 
-    dagger = dose_table(CONTROL, read_runs(sweep))
+    sel = selected_runs(sweep, save=False)
+    dagger = dose_table(CONTROL, sel.runs, sel.axes)
     assert np.allclose(dagger["target"], 0.95 * ORACLE_RETURN)
     assert dagger.loc[dagger["fraction"] == 0, "to_target"].isna().all()
     need = needed(dagger)

@@ -9,7 +9,8 @@ import pytest
 from fake_runs import write_manifest, write_run
 
 from testbed.analysis import fits
-from testbed.analysis.dose import CONTROL, ONLINE, Dose, dose_numbers, read_runs, render_dose
+from testbed.analysis.dose import CONTROL, ONLINE, Dose, dose_figures, dose_lines, dose_numbers
+from testbed.analysis.select import selected_runs
 
 WIDTHS = {8: 1e3, 16: 3e3, 32: 1e4, 64: 3e4, 128: 1e5}
 ORACLE = {8: None, 16: 0.0, 32: 0.8, 64: 0.8, 128: 0.8}  # none at width 8; at 16 one that sets no target (not > 0)
@@ -32,14 +33,16 @@ def write_sweep(sweep: Path, dose: Dose) -> None:
         for seed in range(3):
             if ORACLE[width] is not None:
                 write_run(sweep, f"oracle-{width}-{seed}", baseline="Oracle", seed=seed, width=width, params=params,
-                          metrics={dose.target.key: ORACLE[width], **{m.key: 0.5 for m in dose.others}})
+                          metrics={f"test/{dose.target.key}": ORACLE[width],
+                                   **{f"test/{m.key}": 0.5 for m in dose.others}})
             for fraction in (0.0, 1.0):
                 need = to_target(params, seed)
                 points = [(0, 0.1), (need // 2, 0.5), (need, 0.77), (2 * need, 0.8)] if fraction else [(0, 0.1)]
                 curve = [{dose.dose: d, dose.curve: v, "samples": 10 * d} for d, v in points]
                 run_id = f"{dose.record}-{width}-{seed}-{fraction:g}"
                 write_run(sweep, run_id, baseline=dose.baseline, seed=seed, width=width, params=params,
-                          metrics={dose.target.key: curve[-1][dose.curve], **{m.key: 0.2 for m in dose.others}},
+                          metrics={f"test/{dose.target.key}": curve[-1][dose.curve],
+                                   **{f"test/{m.key}": 0.2 for m in dose.others}},
                           axes={"model.fraction": fraction})
                 res = json.loads((sweep / run_id / "results.json").read_text())
                 res[dose.record] = {"fraction": fraction, dose.dose: curve[-1][dose.dose], "curve": curve}
@@ -51,9 +54,9 @@ def write_sweep(sweep: Path, dose: Dose) -> None:
 def test_each_instance_fits_the_dose_to_target_and_names_the_sizes_without_a_target(tmp_path, dose):
     sweep = tmp_path / "runs/s"
     write_sweep(sweep, dose)
-    runs = read_runs(sweep)
-    assert dose_numbers(CONTROL if dose is ONLINE else ONLINE, runs) is None  # each reads its own baseline only
-    numbers = dose_numbers(dose, runs)
+    sel = selected_runs(sweep, save=False)
+    assert dose_numbers(CONTROL if dose is ONLINE else ONLINE, sel.runs, sel.axes) is None  # its own baseline only
+    numbers = dose_numbers(dose, sel.runs, sel.axes)
     (regime,) = numbers.regimes
     assert regime.untargeted == [1e3, 3e3]  # the Oracle missing or not positive: no target, not a miss
     assert set(regime.needed["params"]) == {1e4, 3e4, 1e5}
@@ -70,7 +73,7 @@ def test_each_instance_fits_the_dose_to_target_and_names_the_sizes_without_a_tar
     assert verdict.word == f"larger models need fewer {dose.dose_words}"
 
     (tmp_path / "figures").mkdir()
-    lines, figs = render_dose(numbers, tmp_path / "figures")
+    lines, figs = dose_lines(numbers), dose_figures(numbers, tmp_path / "figures")
     text = "\n".join(lines)
     assert (f"**{dose.baseline}(fraction=1): {dose.dose_words} to target vs parameters: larger models need fewer "
             f"{dose.dose_words}** (x0.32 per decade [") in text

@@ -21,8 +21,8 @@ LIGHT = ["testbed.cli.main", "testbed.cli.commands", "testbed.quiet", "testbed.e
          "testbed.training.trainer", "testbed.analysis.collect", "testbed.analysis.select",
          "testbed.analysis.endpoints", "testbed.analysis.fits", "testbed.analysis.line",
          "testbed.analysis.fit_plots", "testbed.analysis.plots", "testbed.analysis.report",
-         "testbed.analysis.dose", "testbed.analysis.continual", "testbed.sweep", "testbed.sweep.spec",
-         "testbed.sweep.stages", "testbed.sweep.folders"]
+         "testbed.analysis.dose", "testbed.analysis.continual", "testbed.analysis.checks", "testbed.sweep",
+         "testbed.sweep.spec", "testbed.sweep.stages", "testbed.sweep.folders"]
 
 
 def import_graph() -> dict[str, set[str]]:

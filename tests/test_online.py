@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import CONFIGS, run_cli
 
-from testbed.analysis.dose import ONLINE, dose_table, read_runs
+from testbed.analysis.dose import ONLINE, dose_table
+from testbed.analysis.select import selected_runs
 from testbed.baselines import Online
 from testbed.envs import Batch, SpuriousShapes
 from testbed.errors import ConfigError
@@ -31,11 +32,11 @@ def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_in
                         "oracle": {"args": {"model": "Oracle", "trainer.max_epochs": 3}}}}
     (workdir / "dose.yaml").write_text(json.dumps(sweep))
     run_cli("sweep", "-c", "dose.yaml", "--out", "out")
-    runs = read_runs(workdir / "out/dose")
-    metric = lambda baseline, key: runs[runs.baseline == baseline]["results"].map(lambda r: r["metrics"][key])  # noqa
-    rel, rev = "test/spurious_reliance", "test/ood:corr=0.10/acc"
-    (erm_rel,), (oracle_rev,) = metric("ERM", rel), metric("Oracle", rev)
-    online = dose_table(ONLINE, runs).set_index("fraction")
+    sel = selected_runs(workdir / "out/dose", save=False)
+    metric = lambda baseline, column: sel.runs.loc[sel.runs.baseline == baseline, column]  # noqa: E731
+    (erm_rel,), (oracle_rev,) = metric("ERM", "spurious_reliance"), metric("Oracle", "acc_reversed")
+    assert set(sel.runs["reversed_corr"]) == {0.1}
+    online = dose_table(ONLINE, sel.runs, sel.axes).set_index("fraction")
     assert erm_rel >= 0.8
     assert online.loc[0.0, "reliance"] >= erm_rel - 0.1  # passive keeps ERM's reliance on the colour
     assert online.loc[0.0, "reliance"] + 0.05 >= online.loc[0.3, "reliance"] >= online.loc[1.0, "reliance"] - 0.05
@@ -43,20 +44,20 @@ def test_dose_response_from_the_same_width_erm_run_reaches_the_oracle_only_by_in
     # reliance 0.12 to 0.19 (the Oracle's own is 0.10 to 0.18), its reversed accuracy 0.009 to 0.083 from the
     # Oracle's, whose own seed-to-seed range is 0.62 to 0.72.
     assert online.loc[1.0, "reliance"] <= 0.25
-    assert abs(online.loc[1.0, "results"]["metrics"][rev] - oracle_rev) <= 0.12
+    assert abs(online.loc[1.0, "acc_reversed"] - oracle_rev) <= 0.12
     assert online.loc[0.0, "dose"] == 0 and online.loc[1.0, "dose"] == BUDGET
     assert abs(online.loc[0.3, "dose"] - 0.3 * BUDGET) <= 0.01 * BUDGET
-    oracle_wg = metric("Oracle", "test/acc_wg").iloc[0]
+    oracle_wg = metric("Oracle", "acc_wg").iloc[0]
     assert np.allclose(online["target"], 0.95 * oracle_wg)  # the Oracle at the same width
     assert 0 < online.loc[1.0, "to_target"] <= BUDGET
     assert np.isnan(online.loc[0.0, "to_target"])
-    curve = online.loc[1.0, "results"]["online"]["curve"]
+    full, passive = (json.loads(online.loc[f, "records"]) for f in (1.0, 0.0))
+    curve = full["online"]["curve"]
     assert curve[0]["samples"] == curve[0]["interventions"] == 0 and curve[-1]["samples"] == BUDGET
-    assert curve[-1]["shifted_acc"] == pytest.approx(online.loc[1.0, "results"]["metrics"]["test/acc_worst_env"])
-    parent = online.loc[1.0, "results"]["parent"]["run"]
-    assert runs.set_index("run").loc[parent, "baseline"] == "ERM"
-    first = online.loc[0.0, "results"]["online"]["curve"]  # before any online step: the ERM model itself
-    assert first[0]["shifted_acc"] == pytest.approx(metric("ERM", "test/acc_worst_env").iloc[0])
+    assert curve[-1]["shifted_acc"] == pytest.approx(online.loc[1.0, "acc_worst_env"])
+    assert sel.runs.set_index("run").loc[full["parent"]["run"], "baseline"] == "ERM"
+    first = passive["online"]["curve"]  # before any online step: the ERM model itself
+    assert first[0]["shifted_acc"] == pytest.approx(metric("ERM", "acc_worst_env").iloc[0])
     # Prequential accuracy on the confounded stream: the colour pays there, so the passive learner scores higher.
     assert first[-1]["prequential_acc"] > curve[-1]["prequential_acc"]
 

@@ -7,7 +7,10 @@ import pandas as pd
 from conftest import run_cli
 from fake_runs import aggregate_metrics, write_manifest, write_run
 
-from testbed.analysis.dose import ONLINE, at_target, dose_table, needed, read_runs
+from testbed.analysis import fits
+from testbed.analysis.dose import ONLINE, at_target, dose_table, needed
+from testbed.analysis.report import compute_report, section_online
+from testbed.analysis.select import selected_runs
 
 WIDTHS = {8: 1e3, 32: 1e4, 128: 1e5}
 FRACTIONS = [0.0, 0.1, 1.0]
@@ -68,7 +71,8 @@ def test_the_report_of_a_small_online_sweep_has_the_online_section_with_fit_and_
     sweep = tmp_path / "runs/online"
     write_sweep(sweep)
 
-    online = dose_table(ONLINE, read_runs(sweep))
+    sel = selected_runs(sweep, save=False)
+    online = dose_table(ONLINE, sel.runs, sel.axes)
     assert (online["target"].round(6) == round(0.95 * ORACLE_WG, 6)).all()  # the Oracle's at the same width
     assert online.loc[online["fraction"] == 0, "to_target"].isna().all()  # passive never reaches it
     need = needed(online)
@@ -135,8 +139,9 @@ def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_co
             (twin / "results.json").write_text(json.dumps(res))
             (twin / "done").write_text("")
     write_manifest(sweep)
-    keep = {d.name for d in sweep.iterdir() if not d.name.endswith("-draw1")}
-    chosen = dose_table(ONLINE, read_runs(sweep, keep=keep))
+    first = selected_runs(sweep, rule="none", save=False)  # draw 0 everywhere: the draws id_val must choose
+    assert not first.runs["run"].str.endswith("-draw1").any()
+    chosen = dose_table(ONLINE, first.runs, first.axes)
     expected = needed(chosen)
     expected = expected[expected["fraction"] == 1.0].groupby("params")["to_target"].mean()
 
@@ -145,3 +150,21 @@ def test_the_dose_section_reads_only_the_selected_draws_and_the_oracle_target_co
     assert f"| {ORACLE_WG * 0.95:.3f} |" in section and f"| {0.9 * 0.95:.3f} |" not in section
     for params, value in expected.items():
         assert value > 10 and f"| {params:,} | 1 | {0.95 * ORACLE_WG:.3f} | {value:,.0f} |" in section
+
+
+def test_the_report_is_computed_whole_before_anything_is_written(tmp_path, monkeypatch):
+    """`compute_report` holds every verdict, the dose and continual ones included, and writes nothing: a bad option
+    or a failing fit leaves the sweep folder as it was, and `write_report` only renders and writes."""
+    monkeypatch.setattr(fits, "BOOTSTRAP", 200)
+    sweep = tmp_path / "runs/online"
+    write_sweep(sweep)
+    files = sorted(sweep.rglob("*"))
+    report = compute_report(sweep)
+    assert sorted(sweep.rglob("*")) == files
+    (regime,) = report.verdicts.online.regimes
+    assert [(v.fraction, v.word) for v in regime.verdicts] == [(0.1, "inconclusive"),
+                                                                (1.0, "larger models need fewer interventions")]
+    assert [v.word for v in report.verdicts.continual.verdicts] == ["does not close"]
+    assert report.verdicts.control is None and report.reference == "Oracle"
+    assert section_online(report)[:3] == ["## Online training", "", f"{ONLINE.question} (Criteria: "
+                                                                    "`testbed.analysis.dose`.)"]

@@ -17,6 +17,11 @@ MANIFEST = "manifest.json"
 # Run-level columns that are not metrics (everything else in `wide` is a metric).
 CONVERGENCE = ["converged", "criterion", "train_loss", "train_acc"]
 ONE_CLASS_SHARE = 0.99  # a run whose test predictions are this share one class in every group is degenerate
+# The results.json entries beside the metrics that record how a run went: the curves the dose sections read
+# (`testbed.analysis.dose`: Online's, DAgger's), ContinualFinetune's phases (`testbed.analysis.continual`) and a
+# staged run's parent (`testbed.sweep.stages`). They travel as JSON text in the `records` column, so that a
+# published results.csv gives the report its run folders give.
+RECORDS = ("online", "dagger", "phases", "parent")
 
 
 def parse_key(key: str) -> tuple[str, str, str, str, float | None]:
@@ -79,7 +84,8 @@ def run_rows(run_dir: Path) -> list[dict]:
             "sweep_stage": run.get("stage") or "", "code": run.get("code") or "unrecorded", "draw": run.get("draw", 0),
             "hparams": json.dumps(run.get("hparams") or {}, sort_keys=True),
             **{k: conv.get(k) for k in CONVERGENCE}, "ceiling": res.get("ceiling"),
-            "spurious_accuracy": res.get("spurious_accuracy"), "one_class": one_class(res), **axes}
+            "spurious_accuracy": res.get("spurious_accuracy"), "one_class": one_class(res),
+            "records": json.dumps({k: res[k] for k in RECORDS if k in res}), **axes}
     rows = []
     for key, value in res["metrics"].items():
         stage, env, role, metric, env_corr = parse_key(key)
@@ -125,8 +131,14 @@ def axis_columns(table: pd.DataFrame) -> list[str]:
     own = {"run", "sweep", "baseline", "seed", "params", "n_train", "steps", "flops", "corr", "wall_time_s",
            "sweep_stage", "code", "draw",
            "hparams", *CONVERGENCE, "ceiling", "spurious_accuracy",
-           "one_class", "stage", "env", "role", "env_corr", "metric", "value"}
+           "one_class", "records", "stage", "env", "role", "env_corr", "metric", "value"}
     return [c for c in table.columns if c not in own]
+
+
+def method(runs: pd.DataFrame) -> pd.Series:
+    """Each run's class (`Online`), the start of its baseline label (`Online(fraction=0.1) (stage online)`:
+    `baseline_label`, `with_stages`)."""
+    return runs["baseline"].str.extract(r"^([^( ]+)", expand=False)
 
 
 def with_stages(runs: pd.DataFrame) -> pd.DataFrame:
@@ -178,7 +190,7 @@ def condition(runs: pd.DataFrame, axes: list[str]) -> pd.Series:
 def read_table(path: Path) -> pd.DataFrame:
     """A tidy table as `save_table` wrote it: text columns stay text ("" where empty, as `run_rows` leaves them),
     so that the report of a published results.csv is the report of its runs."""
-    text = ["run", "sweep", "baseline", "sweep_stage", "code", "hparams", "stage", "env", "role", "metric"]
+    text = ["run", "sweep", "baseline", "sweep_stage", "code", "hparams", "records", "stage", "env", "role", "metric"]
     table = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
     for column in ("sweep_stage", "hparams"):
         if column in table:

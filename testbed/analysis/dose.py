@@ -21,7 +21,8 @@ interventions of `Online` runs) and `CONTROL` ("Online control": the expert labe
   credible change** (the interval holds 0 and lies within +-FLAT), else **inconclusive** (also with fewer than
   MIN_POINTS sizes or MIN_SEEDS seeds).
 
-Reads run.json and results.json only: no torch, no Lightning.
+Reads the selected runs' table only (their curves in its `records` column, `testbed.analysis.collect.RECORDS`), so
+that a published results.csv gives the sections its run folders give: no torch, no Lightning.
 """
 
 import json
@@ -31,18 +32,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.collect import condition, current_runs
+from testbed.analysis.collect import method
 from testbed.analysis.fits import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Fit, fit_trend
 
 TARGET_SHARE = 0.95
 FLAT = 0.25  # decades of dose per decade of parameters (a factor of 1.8) that count as no change
-OWN = {"run", "stage", "parent", "baseline", "seed", "params", "n_train", "results"}
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A final endpoint of each run: its results.json key, its table column (header, format) and, where `label` is
-    given, its panel of the figure (y label, limits; None leaves that side to matplotlib)."""
+    """A final endpoint of each run: its column in the selected runs (`key`, a test metric: `collect.wide`), its
+    column of the section's table (header, format) and, where `label` is given, its panel of the figure (y label,
+    limits; None leaves that side to matplotlib)."""
     key: str
     name: str
     header: str
@@ -73,55 +74,32 @@ UNIT = (-0.02, 1.02)
 ONLINE = Dose(
     baseline="Online", record="online", dose="interventions", dose_words="interventions", zero="passive",
     curve="shifted_wg", samples="samples", size="model", figure="online_dose",
-    target=Metric("test/acc_wg", "shifted_wg", "shifted wg acc", label="shifted worst-group accuracy", ylim=UNIT),
+    target=Metric("acc_wg", "shifted_wg", "shifted wg acc", label="shifted worst-group accuracy", ylim=UNIT),
     target_words="shifted worst-group accuracy",
-    others=(Metric("test/spurious_reliance", "reliance", "reliance", label="spurious reliance", ylim=UNIT),),
+    others=(Metric("spurious_reliance", "reliance", "reliance", label="spurious reliance", ylim=UNIT),),
     question="How much online signal does a model of each size need to reach the Oracle, and do larger models need "
              "less?")
 CONTROL = Dose(
     baseline="DAgger", record="dagger", dose="expert_labels", dose_words="expert labels", zero="behaviour cloning",
     curve="return_norm", samples=None, size="policy", figure="control_dose",
-    target=Metric("test/return_norm", "return_norm", "return / expert's", label="return / expert's return"),
+    target=Metric("return_norm", "return_norm", "return / expert's", label="return / expert's return"),
     target_words="return over the expert's",
-    others=(Metric("test/crash_rate", "crash_rate", "crashes per episode", ".2f", label="crashes per episode",
+    others=(Metric("crash_rate", "crash_rate", "crashes per episode", ".2f", label="crashes per episode",
                    ylim=(0, None)),
-            Metric("test/spurious_reliance", "reliance", "reliance")),
+            Metric("spurious_reliance", "reliance", "reliance")),
     question="How many expert labels does DAgger need, at each policy size, to drive as well as masked cloning (the "
              "Oracle), and do larger policies need fewer?")
 
 
-def read_runs(sweep_dir: Path, all_runs: bool = False, keep: set[str] | None = None) -> pd.DataFrame:
-    """One row per finished run (of those in `keep`, the selected runs' ids, if given): its axes (columns),
-    stage, baseline, seed, parameters and results.json."""
-    rows = []
-    for d in current_runs(sweep_dir, all_runs):
-        if keep is not None and d.name not in keep:
-            continue
-        try:
-            run, res = (json.loads((d / name).read_text()) for name in ("run.json", "results.json"))
-        except (OSError, ValueError):
-            continue
-        axes = {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in run["axes"].items()}
-        rows.append({**axes, "run": d.name, "stage": run.get("stage", ""), "parent": run.get("parent", ""),
-                     "baseline": res["model"], "seed": run["seed"], "params": res["params"], "n_train": res["n_train"],
-                     "results": res})
-    return pd.DataFrame(rows)
-
-
-def regime_of(runs: pd.DataFrame) -> pd.Series:
-    """Each run's condition, as the verdicts define it (`testbed.analysis.collect.condition`)."""
-    return condition(runs, [c for c in runs.columns if c not in OWN])
-
-
-def oracle_targets(runs: pd.DataFrame, dosed: pd.DataFrame, metric: str) -> tuple[list[str], dict[tuple, float]]:
-    """The scale-point columns (the axes both the Oracle's and the dosed runs have, but the baseline's `model`) and
-    TARGET_SHARE of the Oracle's mean `metric` at each point."""
-    oracle = runs[runs["baseline"] == "Oracle"]
+def oracle_targets(runs: pd.DataFrame, dosed: pd.DataFrame, axes: list[str],
+                   metric: str) -> tuple[list[str], dict[tuple, float]]:
+    """The scale-point columns (the `axes` both the Oracle's and the dosed runs have, but the baseline's `model`)
+    and TARGET_SHARE of the Oracle's mean `metric` at each point."""
+    oracle = runs[method(runs) == "Oracle"]
     if oracle.empty:
         return [], {}
-    point = [c for c in oracle.columns if c not in OWN | {"model"} and oracle[c].notna().all()
-             and dosed[c].notna().all()]
-    values = oracle["results"].map(lambda r: r["metrics"].get(metric, np.nan))
+    point = [c for c in axes if c != "model" and c in runs and oracle[c].notna().all() and dosed[c].notna().all()]
+    values = oracle[metric] if metric in oracle else pd.Series(np.nan, oracle.index)
     if not point:  # one scale point: the sweep has no axes
         return point, {(): TARGET_SHARE * values.mean()}
     means = values.groupby([oracle[c].astype(str) for c in point]).mean()
@@ -133,19 +111,19 @@ def at_target(dose: Dose, curve: list[dict], target: float) -> dict | None:
     return next((p for p in curve if p.get(dose.curve, -np.inf) >= target), None)
 
 
-def dose_table(dose: Dose, runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of `dose.baseline` with their regime, fraction, dose (`dose`), final endpoints (by their names),
-    target (NaN where none) and the dose and samples to it (`to_target`, `samples_to_target`; NaN: not reached)."""
-    dosed = runs[runs["baseline"] == dose.baseline].copy() if not runs.empty else runs
+def dose_table(dose: Dose, runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """The runs of `dose.baseline` among `runs` (the selected runs, `testbed.analysis.select`, of a sweep with
+    `axes`) with their fraction, dose (`dose`), final endpoints (by their names), target (NaN where none) and the
+    dose and samples to it (`to_target`, `samples_to_target`; NaN: not reached)."""
+    dosed = runs[method(runs) == dose.baseline].copy() if not runs.empty else runs
     if dosed.empty:
         return dosed
-    point, targets = oracle_targets(runs, dosed, dose.target.key)
-    record = dosed["results"].map(lambda r: r[dose.record])
-    dosed["regime"] = regime_of(dosed)
+    point, targets = oracle_targets(runs, dosed, axes, dose.target.key)
+    record = dosed["records"].map(lambda r: json.loads(r)[dose.record])
     dosed["fraction"] = record.map(lambda r: r["fraction"])
     dosed["dose"] = record.map(lambda r: r[dose.dose])
     for m in (dose.target, *dose.others):
-        dosed[m.name] = dosed["results"].map(lambda r, key=m.key: r["metrics"].get(key, np.nan))
+        dosed[m.name] = dosed[m.key] if m.key in dosed else np.nan
     target = [targets.get(tuple(str(row[c]) for c in point), np.nan) for _, row in dosed.iterrows()]
     dosed["target"] = [t if t > 0 else np.nan for t in target]  # an Oracle that does not get there sets no target
     hits = [at_target(dose, r["curve"], t) if np.isfinite(t) else None for r, t in zip(record, dosed["target"])]
@@ -213,10 +191,11 @@ class DoseNumbers:
     regimes: list[Regime]
 
 
-def dose_numbers(dose: Dose, runs: pd.DataFrame, confidence: float = CONFIDENCE) -> DoseNumbers | None:
-    """The section's numbers from `runs` (`read_runs`, the selected draws), the verdicts' intervals at
+def dose_numbers(dose: Dose, runs: pd.DataFrame, axes: list[str],
+                 confidence: float = CONFIDENCE) -> DoseNumbers | None:
+    """The section's numbers from `runs` (the selected runs of a sweep with `axes`), the verdicts' intervals at
     `confidence`; None without runs of `dose.baseline`."""
-    table = dose_table(dose, runs)
+    table = dose_table(dose, runs, axes)
     if table.empty:
         return None
     regimes = []
@@ -229,8 +208,14 @@ def dose_numbers(dose: Dose, runs: pd.DataFrame, confidence: float = CONFIDENCE)
     return DoseNumbers(dose, table, regimes)
 
 
-def dose_figure(numbers: DoseNumbers, regime: Regime, path: Path) -> list[Path]:
-    """The labelled endpoints (the target first) against the dose, one line per model size; the target dotted."""
+def figure_name(numbers: DoseNumbers, regime: Regime) -> str:
+    """The file name of a regime's PNG under the report's `figures/` (its PDF beside it)."""
+    return Path(f"{numbers.dose.figure}_{regime.regime}").with_suffix(".png").name
+
+
+def dose_figure(numbers: DoseNumbers, regime: Regime, figures: Path) -> list[Path]:
+    """The labelled endpoints (the target first) against the dose, one line per model size, the target dotted;
+    written under `figures` (`figure_name`)."""
     import matplotlib.pyplot as plt
 
     from testbed.analysis.fit_plots import save
@@ -265,20 +250,26 @@ def dose_figure(numbers: DoseNumbers, regime: Regime, path: Path) -> list[Path]:
     fig.suptitle(f"{dose.baseline} dose-response, regime {regime.regime} (final {dose.size}, mean over seeds; "
                  f"dotted: target, {TARGET_SHARE:.0%} of the Oracle's)", fontsize=10)
     fig.tight_layout()
-    return save(fig, path)
+    return save(fig, figures / figure_name(numbers, regime))
 
 
-def render_dose(numbers: DoseNumbers | None, figures: Path) -> tuple[list[str], list[Path]]:
-    """The section's lines and figures (written under `figures`); none without numbers."""
+def dose_figures(numbers: DoseNumbers | None, figures: Path) -> list[Path]:
+    """Each regime's figure, written under `figures`; none without numbers."""
     if numbers is None:
-        return [], []
+        return []
+    return [p for regime in numbers.regimes for p in dose_figure(numbers, regime, figures)]
+
+
+def dose_lines(numbers: DoseNumbers | None) -> list[str]:
+    """The section's lines (its figures are `dose_figures`'); none without numbers."""
+    if numbers is None:
+        return []
     dose, table = numbers.dose, numbers.table
     words = dose.dose_words
     out = [f"{dose.question} (Criteria: `testbed.analysis.dose`.)", "",
            f"Target: {TARGET_SHARE:.0%} of the Oracle's {dose.target_words} at the same scale point"
            + ("." if table["target"].notna().any() else "; **the sweep has no Oracle runs at these scale points, so "
               "no target can be resolved**."), ""]
-    figs = []
     for regime in numbers.regimes:
         sizes = ", ".join(f"{p:,}" for p in regime.untargeted)
         note = (f"; no target at {sizes} parameters, where the Oracle's {dose.target_words} is not positive (or the "
@@ -303,7 +294,5 @@ def render_dose(numbers: DoseNumbers | None, figures: Path) -> tuple[list[str], 
             cells += [f"{hit['samples'].mean():,.0f}" if len(hit) else "-"] if dose.samples else []
             out.append(f"| {params:,} | {fraction:g} | {g['target'].mean():.3f} | " + " | ".join(cells)
                        + f" | {len(hit)}/{len(g)} |")
-        fig = dose_figure(numbers, regime, figures / f"{dose.figure}_{regime.regime}")
-        figs += fig
-        out += ["", f"![{dose.baseline} dose-response {regime.regime}](figures/{fig[0].name})", ""]
-    return out, figs
+        out += ["", f"![{dose.baseline} dose-response {regime.regime}](figures/{figure_name(numbers, regime)})", ""]
+    return out

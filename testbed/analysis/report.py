@@ -37,15 +37,28 @@ gaps and shortfalls). The verdict words, used everywhere in the report:
 (`benchmarks/README.md`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.collect import along, budget_columns, budget_varies
-from testbed.analysis.continual import continual_lines
-from testbed.analysis.dose import CONTROL, ONLINE, DoseNumbers, dose_numbers, read_runs, render_dose
+from testbed.analysis.checks import (
+    Convergence,
+    ReferenceCheck,
+    code_warning,
+    convergence,
+    degenerate_lines,
+    degenerate_warning,
+    reference_check,
+    reference_lines,
+    reference_warning,
+    undertrained_lines,
+    undertrained_warning,
+)
+from testbed.analysis.collect import along, budget_varies
+from testbed.analysis.continual import Continual, continual_lines, continual_numbers
+from testbed.analysis.dose import CONTROL, ONLINE, DoseNumbers, dose_figures, dose_lines, dose_numbers
 from testbed.analysis.endpoints import (
     BOUNDS,
     ID_TOL,
@@ -54,7 +67,6 @@ from testbed.analysis.endpoints import (
     add_endpoints,
     endpoints,
     id_guard,
-    point_key,
     positive_control,
     reference_of,
 )
@@ -68,8 +80,8 @@ from testbed.analysis.fits import (
     fit_trend,
     verdict,
 )
-from testbed.analysis.line import LINE_BASELINE, on_the_line
-from testbed.analysis.select import Selected, hparams_text, point_columns, save_selection, selected_runs
+from testbed.analysis.line import LINE_BASELINE, Line, on_the_line
+from testbed.analysis.select import Selected, hparams_text, save_selection, selected_runs
 from testbed.errors import ConfigError, check_choice
 from testbed.files import write_atomic
 
@@ -78,7 +90,6 @@ AXES = {"params": ("parameters", "at the largest training set and budget"),
         "flops": ("FLOPs", "varying the budget at the largest model and training set")}
 COLUMNS = ["regime", "baseline", "axis", "metric", "form", "slope", "m_inf", "m_inf_low", "m_inf_high",
            "closing_scale", "closing_low", "closing_high", "verdict"]
-CEILING_SHARE = 0.95  # a reference below 95% of the invariant ceiling is undertrained
 # --familywise: how the per-verdict level follows from the report's `confidence`
 FAMILYWISE = {"none": "each verdict's intervals at the stated level; the chance that some verdict is wrong grows with "
                       "their number",
@@ -225,128 +236,6 @@ def verdict_table(rows: pd.DataFrame, primary: str, kinds: dict | None = None) -
     return lines
 
 
-def reference_check(runs: pd.DataFrame, reference: str | None, axes: list[str]) -> tuple[list[str], str | None]:
-    """How close the reference came to the invariant ceiling at each scale point, and a warning if it fell
-    short of CEILING_SHARE of it anywhere, or did not converge."""
-    if reference is None:
-        return ["No reference baseline (Oracle) in this sweep: no reference check."], None
-    ref = runs[runs["baseline"] == reference].assign(
-        ceiling=lambda r: pd.to_numeric(r["ceiling"], errors="coerce") if "ceiling" in r else np.nan)
-    key = point_key(ref, axes)
-    shown = [c for c in key if c not in ("regime", "config")]
-    agg = ref.groupby(key, dropna=False).agg(acc_id=("acc_id", "mean"), acc_avg=("acc_avg", "mean"),
-                                             ceiling=("ceiling", "mean"), seeds=("seed", "nunique"),
-                                             unconverged=("converged", lambda c: int((c == False).sum())))  # noqa: E712
-    agg = agg.reset_index()
-    agg["share"] = agg[["acc_id", "acc_avg"]].min(axis=1) / agg["ceiling"]
-    known = agg["ceiling"].notna().any()
-    head = ["regime", *shown, f"{reference} ID acc.", "OOD acc.", "ceiling", "lower / ceiling", "unconverged runs"]
-    lines = [] if known else [f"The environments do not declare their invariant ceiling: {reference} is only checked "
-                              "for convergence.", ""]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for d in agg.to_dict("records"):
-        flag = " **below 95%**" if d["share"] < CEILING_SHARE else ""
-        cells = [d["regime"], *(d[c] for c in shown), f"{d['acc_id']:.3f}", f"{d['acc_avg']:.3f}",
-                 f"{d['ceiling']:.3f}" if known else "-", f"{d['share']:.2f}{flag}" if known else "-",
-                 f"{d['unconverged']} of {d['seeds']}"]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    low = agg[agg["share"] < CEILING_SHARE]
-    centre = along(along(ref, "params"), "n_train")  # every scale at its largest
-    short = centre.groupby("regime").apply(lambda g: pd.Series({
-        "share": min(g["acc_id"].mean(), g["acc_avg"].mean()) / g["ceiling"].mean(),
-        "unconverged": int((g["converged"] == False).sum()), "runs": len(g)}), include_groups=False)  # noqa: E712
-    short = short[(short["share"] < CEILING_SHARE) | (short["unconverged"] > 0)]
-    if low.empty and short.empty:
-        return lines, None
-    if len(short):
-        where = "; ".join(f"{r}: {d.share:.2f} of the ceiling, {d.unconverged:.0f} of {d.runs:.0f} runs unconverged"
-                          for r, d in short.iterrows())
-        return lines, (f"**Warning: the reference ({reference}) is undertrained at the largest scale point ({where}). "
-                       "Verdicts that rest on it (the confusion gap, the ID guard) are unreliable; see the Reference "
-                       "check.**")
-    worst = low.loc[low["share"].idxmin()]
-    return lines, (f"**Warning: the reference ({reference}) reaches {CEILING_SHARE:.0%} of the invariant ceiling at "
-                   f"the largest scale point, but not at {len(low)} of {len(agg)} scale points (worst: "
-                   f"{worst['share']:.2f} of it, regime {worst['regime']}): there the confusion gap compares a model "
-                   "with an invariant one of the same size, data and budget that itself falls short; see the "
-                   "Reference check.**")
-
-
-def undertrained(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], str | None]:
-    """The cells (scale points of a baseline) with runs that did not converge by their recorded criterion; those
-    below the largest compute budget of a swept budget axis are budget-limited by design and counted apart."""
-    if "converged" not in runs or runs["converged"].isna().all():
-        return ["The runs do not record convergence (older runs): nothing to flag."], None
-    bad = runs[runs["converged"] == False]  # noqa: E712  (None: not recorded)
-    if bad.empty:
-        return ["Every run converged by its recorded criterion."], None
-    capped = pd.Series(False, index=runs.index)
-    for col in budget_columns(runs):
-        capped |= runs[col] < runs.groupby("regime")[col].transform("max")
-    point = point_columns(runs, axes)
-    cells = bad.groupby(["regime", *point], dropna=False).agg(
-        runs=("seed", "size"), train_acc=("train_acc", "mean")).reset_index()
-    shown = [c for c in point if c not in ("config", "model")]
-    lines = [f"Criterion: {bad['criterion'].iloc[0]}.", "", "| regime | " + " | ".join(shown)
-             + " | unconverged runs | train acc. |", "|---|" + "---|" * (len(shown) + 2)]
-    for r in cells.to_dict("records"):
-        lines.append(f"| {r['regime']} | " + " | ".join(str(r[c]) for c in shown) + f" | {r['runs']} | "
-                     f"{r['train_acc']:.3f} |")
-    by_design = int((capped & (runs["converged"] == False)).sum())  # noqa: E712
-    rest = len(bad) - by_design
-    if by_design:
-        lines += ["", f"{by_design} of them stop at a budget below the largest of the compute axis: the compute axis "
-                  "measures budget-limited training by design."]
-    if not rest:
-        return lines, None
-    where = " at the largest budget" if budget_varies(runs) else ""
-    return lines, (f"{rest} of {int((~capped).sum())} runs{where} did not converge by their criterion (see "
-                   "Undertrained runs): their points measure the training length as much as the scale.")
-
-
-def degenerate_section(sel: Selected) -> tuple[list[str], str | None]:
-    """The chosen draws' runs that predict one class (`testbed.analysis.collect.one_class`), which every fit,
-    point, interval and figure leaves out, and a warning naming how many."""
-    bad = sel.degenerate
-    if bad.empty:
-        return ["No run predicts one class (every run with per-group test accuracies was checked)."], None
-    lines = ["| regime | baseline | parameters | training samples | seed | class predicted | ID acc. | "
-             "converged by its criterion |", "|---|---|---|---|---|---|---|---|"]
-    for r in bad.sort_values(["regime", "baseline", "params", "seed"]).to_dict("records"):
-        conv = {True: "yes", False: "no"}.get(r.get("converged"), "unrecorded")
-        lines.append(f"| {r['regime']} | {r['baseline']} | {r['params']:,} | {r['n_train']:,} | {r['seed']} | "
-                     f"{r['one_class']:.0f} | {r.get('acc_id', float('nan')):.3f} | {conv} |")
-    called = int((bad["converged"] == True).sum()) if "converged" in bad else 0  # noqa: E712
-    total = len(bad) + len(sel.runs)
-    note = (f"; {called} of them {'is' if called == 1 else 'are'} recorded as converged, which a train-loss plateau "
-            "cannot tell from a constant predictor") if called else ""
-    one = len(bad) == 1
-    return lines, (f"**Warning: {len(bad)} of {total} selected runs {'is' if one else 'are'} degenerate: "
-                   f"{'it predicts' if one else 'they predict'} one class on every test group (ID accuracy at that "
-                   f"class's prior, reliance 0){note}. {'It is' if one else 'They are'} left out of every fit, point, "
-                   f"interval and figure, so {'its' if one else 'their'} points have fewer seeds; see Degenerate "
-                   "runs.**")
-
-
-def degenerate_report(sel: Selected, sweep_dir: Path, all_runs: bool) -> Path:
-    """The report of a sweep whose selected runs all predict one class: it says so, lists them, and fits nothing
-    (an empty fits.csv), so that a sweep too short to learn anything is not read as a result."""
-    save_selection(sel, sweep_dir)
-    write_atomic(sweep_dir / "fits.csv", pd.DataFrame(columns=COLUMNS).to_csv(index=False))
-    bad_lines, _ = degenerate_section(sel)
-    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
-           f"Sweep `{sel.degenerate['sweep'].iloc[0]}`: all {len(sel.degenerate)} selected runs "
-           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}) are degenerate: each "
-           "predicts one class on every test group, so nothing is fitted or drawn. Train longer (more epochs or "
-           "steps, a larger learning rate) or wider models; see Degenerate runs.", "",
-           "## Degenerate runs", "", *bad_lines, "",
-           "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
-           *choices_table(sel), ""]
-    path = sweep_dir / "report.md"
-    write_atomic(path, "\n".join(out))
-    return path
-
-
 def choices_table(sel: Selected) -> list[str]:
     if sel.rule == "none" and (sel.choices["draws"] <= 1).all():
         return ["One draw per scale point: nothing to select."]
@@ -374,58 +263,16 @@ def point_table(runs: pd.DataFrame, metrics: list[str]) -> list[str]:
     return lines
 
 
-def line_section(runs: pd.DataFrame, bootstrap: int | None, figures: Path) -> tuple[list[str], list[Path]]:
-    from testbed.analysis.fit_plots import line_figure
-
-    lines_, er = on_the_line(runs, bootstrap=bootstrap or 1000)
-    if not lines_:
-        return [f"Too few {LINE_BASELINE} runs with varying ID accuracy to fit the line (3 are needed)."], []
-    out = ["| regime | ERM runs | probit slope | intercept | R^2 |", "|---|---|---|---|---|"]
-    out += [f"| {ln.regime} | {ln.runs} | {ln.slope:.2f} | {ln.intercept:+.2f} | {ln.r2:.2f} |" for ln in lines_]
-    out += ["", "Effective robustness: mean OOD accuracy above the ERM line at the same ID accuracy (accuracy units).",
-            "", "| regime | baseline | runs | effective robustness [95% CI] |", "|---|---|---|---|"]
-    out += [f"| {r.regime} | {r.baseline} | {r.runs} | {r.effective_robustness:+.3f} [{r.low:+.3f}, {r.high:+.3f}] |"
-            for r in er.itertuples()]
-    return out, line_figure(runs, lines_, figures / "accuracy_on_the_line")
-
-
-def probe_section(rows: pd.DataFrame, runs: pd.DataFrame, figures: Path) -> tuple[list[str], list[Path]]:
-    """Features vs head: does the feature gap (probe) close, does the head gap close?"""
-    from testbed.analysis.fit_plots import probe_figure
-
-    sub = rows[rows["metric"].isin(["confusion_gap", "probe_confusion_gap"])]
-    axis = next((a for a in AXES if ((sub["axis"] == a) & (sub["metric"] == "probe_confusion_gap")).any()), None)
-    if axis is None:
-        return [], []
-    out = [f"Against {AXES[axis][0]} ({held(axis, runs)}). The head gap is the confusion gap of the trained model; the "
-           "feature gap the same for a group-balanced linear probe on its frozen features.", "",
-           "| regime | baseline | head gap (smallest -> largest) | head gap | feature gap (smallest -> largest) | "
-           "feature gap | reading |", "|---|---|---|---|---|---|---|"]
-    for (regime, baseline), g in sub[sub["axis"] == axis].groupby(["regime", "baseline"]):
-        by = g.set_index("metric")
-        if not {"confusion_gap", "probe_confusion_gap"} <= set(by.index):
-            continue
-        head, feat = by.loc["confusion_gap"], by.loc["probe_confusion_gap"]
-        reading = ("the features carry the causal feature; the head does not use it"
-                   if feat.verdict == "closes" and head.verdict != "closes" else
-                   "both close" if feat.verdict == head.verdict == "closes" else
-                   "the features themselves lack it" if feat.verdict == "does not close" else "-")
-        out.append(f"| {regime} | {baseline} | {head.fit.first:.2f} -> {head.fit.last:.2f} | **{head.verdict}** | "
-                   f"{feat.fit.first:.2f} -> {feat.fit.last:.2f} | **{feat.verdict}** | {reading} |")
-    return out, probe_figure(along(runs, axis), axis, figures / "probe_vs_head")
-
-
 @dataclass
 class Verdicts:
     """Every verdict the report writes, with intervals at one level: the fits' rows (and Fits), the dose sections'
-    numbers and the continual part's lines and fits."""
+    numbers and the continual part's."""
     confidence: float
     rows: pd.DataFrame
     fits: dict
     online: DoseNumbers | None
     control: DoseNumbers | None
-    continual: list[str]
-    continual_fits: list[Fit]
+    continual: Continual | None
 
     @property
     def count(self) -> int:
@@ -433,15 +280,15 @@ class Verdicts:
         family a correction is over."""
         main = sum(decided(r.fit) for r in self.rows.itertuples() if r.verdict != "reference") if len(self.rows) else 0
         doses = sum(decided(v.fit) for n in (self.online, self.control) if n for r in n.regimes for v in r.verdicts)
-        return main + doses + sum(map(decided, self.continual_fits))
+        return main + doses + sum(decided(v.fit) for v in (self.continual.verdicts if self.continual else []))
 
 
-def all_verdicts(runs: pd.DataFrame, dosed: pd.DataFrame, reference: str | None, bootstrap: int | None,
+def all_verdicts(runs: pd.DataFrame, axes: list[str], reference: str | None, bootstrap: int | None,
                  confidence: float) -> Verdicts:
+    """Every verdict from the selected runs (with their endpoints) of a sweep with `axes`."""
     rows, fits = fit_all(runs, reference, bootstrap, confidence)
-    continual, continual_fits = continual_lines(dosed, confidence)
-    return Verdicts(confidence, rows, fits, dose_numbers(ONLINE, dosed, confidence),
-                    dose_numbers(CONTROL, dosed, confidence), continual, continual_fits)
+    return Verdicts(confidence, rows, fits, dose_numbers(ONLINE, runs, axes, confidence),
+                    dose_numbers(CONTROL, runs, axes, confidence), continual_numbers(runs, confidence))
 
 
 def check_level(confidence: float) -> None:
@@ -495,116 +342,275 @@ def criterion(metrics: list[str], level: str) -> str:
     return text
 
 
-def code_warning(runs: pd.DataFrame) -> str | None:
-    """A warning when the selected runs come from more than one version of the code (run ids hash configs, so a
-    sweep rerun after a change reuses the runs it already has)."""
-    counts = runs["code"].value_counts() if "code" in runs else pd.Series(dtype=int)
-    if len(counts) < 2:
-        return None
-    made = ", ".join(f"{n} by `{code}`" for code, n in counts.sort_index().items())
-    return (f"**Warning: the selected runs come from {len(counts)} versions of the code ({made}): `testbed sweep "
-            "--redo-older` runs the others again with this one.**")
+@dataclass
+class Report:
+    """Everything report.md says, computed once from one selection, before anything is written: the selection (its
+    degenerate runs set apart), the selected runs with their endpoints, every verdict (fits, dose numbers, continual
+    part), the regimes' kinds, the reference's and the runs' convergence checks, and accuracy on the line. Without
+    runs to fit (every selected run degenerate) it holds the selection only."""
+    sel: Selected
+    all_runs: bool
+    confidence: float  # as asked: of each verdict, or with familywise "bonferroni" of all of them together
+    familywise: str
+    reference: str | None = None
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verdicts: Verdicts | None = None
+    kinds: dict[str, tuple[bool, float, float]] = field(default_factory=dict)
+    reference_check: ReferenceCheck | None = None  # None: no reference
+    convergence: Convergence | None = None  # None: not recorded
+    line: list[Line] = field(default_factory=list)  # the ERM line per regime (`on_the_line`)
+    robustness: pd.DataFrame = field(default_factory=pd.DataFrame)  # each baseline's effective robustness above it
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """One row per fit (`fit_all`)."""
+        return self.verdicts.rows
+
+    @property
+    def metrics(self) -> list[str]:
+        return endpoints(self.runs)
+
+    @property
+    def primary(self) -> str | None:
+        """The endpoint the verdict table gives: the gap, where the runs have one."""
+        return self.metrics[0] if self.metrics else None
+
+    @property
+    def fitted(self) -> bool:
+        """Whether a trend was fitted: the headline's table and figure then exist."""
+        return self.primary is not None and not self.rows.empty
+
+    @property
+    def headline_axis(self) -> str:
+        """The first scale axis fitted against: the headline's and the verdict table's reasons'."""
+        return next(a for a in AXES if (self.rows["axis"] == a).any())
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return [m for m in ("spurious_reliance", self.primary) if m in self.metrics]
+
+    @property
+    def probe_axis(self) -> str | None:
+        """The first axis with a fitted probe gap, None without one."""
+        rows = self.rows
+        return next((a for a in AXES if len(rows) and ((rows["axis"] == a)
+                                                       & (rows["metric"] == "probe_confusion_gap")).any()), None)
+
+
+def compute_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
+                   bootstrap: int | None = None, confidence: float = CONFIDENCE, familywise: str = "none",
+                   per: str | None = None) -> Report:
+    """Collect once, select, add the endpoints and judge: the whole report, with nothing written (a bad option
+    raises first). `confidence`: the level of each verdict's intervals or, with `familywise` "bonferroni", of all
+    of them together."""
+    check_level(confidence)
+    check_choice("familywise", familywise, FAMILYWISE)
+    sel = selected_runs(sweep_dir, all_runs, rule, save=False, per=per)
+    if sel.runs.empty:  # every selected run predicts one class: nothing to fit, point at or draw
+        return Report(sel, all_runs, confidence, familywise)
+    reference = reference_of(sel.runs, reference)
+    runs = add_endpoints(sel.runs, sel.axes, reference)
+    found = all_verdicts(runs, sel.axes, reference, bootstrap, confidence)
+    if familywise == "bonferroni" and found.count > 1:  # the same verdicts, each at the corrected level
+        found = all_verdicts(runs, sel.axes, reference, bootstrap, bonferroni(confidence, found.count))
+    line, robustness = on_the_line(runs, bootstrap=bootstrap or 1000)
+    return Report(sel, all_runs, confidence, familywise, reference, runs, found, regime_kinds(runs),
+                  reference_check(runs, reference, sel.axes), convergence(runs, sel.axes), line, robustness)
+
+
+def fits_table(report: Report) -> pd.DataFrame:
+    """fits.csv: a row per fit, the COLUMNS (none without runs to fit)."""
+    rows = report.verdicts.rows if report.verdicts else pd.DataFrame()
+    return rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS)
+
+
+def draw_figures(report: Report, sweep_dir: Path) -> list[Path]:
+    """The report's own figures (the headline, accuracy on the line, probe vs head, the dose sections') under
+    `figures/`, then `plot`'s; returns `plot`'s, which the Figures section lists."""
+    from testbed.analysis.fit_plots import headline, line_figure, probe_figure
+    from testbed.analysis.plots import plot_sweep
+
+    figures = sweep_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    runs = report.runs
+    if report.fitted:
+        axis = report.headline_axis
+        headline(along(runs, axis), report.verdicts.fits, report.headline_metrics, axis, figures / "headline")
+    if report.line:
+        line_figure(runs, report.line, figures / "accuracy_on_the_line")
+    if report.probe_axis is not None:
+        probe_figure(along(runs, report.probe_axis), report.probe_axis, figures / "probe_vs_head")
+    for numbers in (report.verdicts.online, report.verdicts.control):
+        dose_figures(numbers, figures)
+    return [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]
+
+
+def section_verdict(report: Report) -> list[str]:
+    """The headline: the selection, what was swept, the checks' warnings, the verdict table and its figure."""
+    sel, runs = report.sel, report.runs
+    excluded = f", {len(sel.degenerate)} degenerate left out" if len(sel.degenerate) else ""
+    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
+           f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
+           f"({'every finished folder' if report.all_runs else 'of the sweep file as last run'}{excluded}): baselines "
+           f"{', '.join(sorted(runs['baseline'].unique()))}; {sizes(runs['params'], 'model size', ' parameters')}, "
+           f"{sizes(runs['n_train'], 'training-set size', ' samples')}, {runs['seed'].nunique()} seeds. "
+           f"Reference: {report.reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
+    warnings = (degenerate_warning(sel), reference_warning(report.reference_check),
+                undertrained_warning(report.convergence), code_warning(runs))
+    out += [line for w in warnings if w for line in (w, "")]
+    if not report.fitted:
+        return [*out, "No trend to fit: the sweep needs at least two values of a scale axis.", ""]
+    axis, shown = report.headline_axis, report.headline_metrics
+    return [*out, f"Verdict on the {WHAT[report.primary]} per scale axis; the reason is given for the first axis.", "",
+            *verdict_table(report.rows, report.primary, report.kinds), "", *kinds_lines(report.kinds),
+            family_line(report.verdicts, report.confidence, report.familywise), "",
+            "![headline](figures/headline.png)", "",
+            f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({held(axis, runs)}); lines: the "
+            "chosen fit where one is claimed, dashed where projected (at most one measured span past the largest "
+            "scale); points: mean over seeds with its 95% t interval, held in the endpoint's bounds; dotted: "
+            "the tolerance.*", ""]
+
+
+def section_reference(report: Report) -> list[str]:
+    return ["## Reference check", "", *reference_lines(report.reference_check), ""]
+
+
+def section_undertrained(report: Report) -> list[str]:
+    return ["## Undertrained runs", "", *undertrained_lines(report.convergence), ""]
+
+
+def section_degenerate(report: Report) -> list[str]:
+    return ["## Degenerate runs", "", *degenerate_lines(report.sel), ""]
+
+
+def section_hparams(report: Report) -> list[str]:
+    return ["## Selected hyperparameters", "", f"Rule: {report.sel.label}. Also in `selected.csv`.", "",
+            *choices_table(report.sel), ""]
+
+
+def section_points(report: Report) -> list[str]:
+    """The endpoints' means at each model size; none without endpoints."""
+    if not report.metrics:
+        return []
+    return [f"## Endpoints at each model size ({held('params', report.runs)[7:]}, mean over seeds)", "",
+            "`ood_gap` (ID - OOD accuracy) is descriptive only: it also shrinks when ID accuracy falls.", "",
+            *point_table(report.runs, report.metrics), ""]
+
+
+def section_details(report: Report) -> list[str]:
+    """A section per scale axis and endpoint with its fits' details."""
+    rows, out = report.rows, []
+    for axis, (name, _) in AXES.items():
+        for metric in report.metrics:
+            sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
+            if len(sub):
+                title = WHAT[metric][0].upper() + WHAT[metric][1:]
+                out += [f"## {title} vs {name} ({held(axis, report.runs)})", "", *detail_table(sub), ""]
+    return out
+
+
+def section_line(report: Report) -> list[str]:
+    """Accuracy on the line: the ERM line per regime and each baseline's effective robustness above it."""
+    out = ["## Accuracy on the line", ""]
+    if not report.line:
+        return [*out, f"Too few {LINE_BASELINE} runs with varying ID accuracy to fit the line (3 are needed).", ""]
+    out += ["| regime | ERM runs | probit slope | intercept | R^2 |", "|---|---|---|---|---|"]
+    out += [f"| {ln.regime} | {ln.runs} | {ln.slope:.2f} | {ln.intercept:+.2f} | {ln.r2:.2f} |" for ln in report.line]
+    out += ["", "Effective robustness: mean OOD accuracy above the ERM line at the same ID accuracy (accuracy units).",
+            "", "| regime | baseline | runs | effective robustness [95% CI] |", "|---|---|---|---|"]
+    out += [f"| {r.regime} | {r.baseline} | {r.runs} | {r.effective_robustness:+.3f} [{r.low:+.3f}, {r.high:+.3f}] |"
+            for r in report.robustness.itertuples()]
+    return [*out, "", "![accuracy_on_the_line](figures/accuracy_on_the_line.png)", ""]
+
+
+def section_probe(report: Report) -> list[str]:
+    """Features vs head: does the feature gap (probe) close, does the head gap close? None without probe fits."""
+    axis, rows = report.probe_axis, report.rows
+    if axis is None:
+        return []
+    sub = rows[rows["metric"].isin(["confusion_gap", "probe_confusion_gap"])]
+    out = ["## Features vs head (probe)", "",
+           f"Against {AXES[axis][0]} ({held(axis, report.runs)}). The head gap is the confusion gap of the trained "
+           "model; the feature gap the same for a group-balanced linear probe on its frozen features.", "",
+           "| regime | baseline | head gap (smallest -> largest) | head gap | feature gap (smallest -> largest) | "
+           "feature gap | reading |", "|---|---|---|---|---|---|---|"]
+    for (regime, baseline), g in sub[sub["axis"] == axis].groupby(["regime", "baseline"]):
+        by = g.set_index("metric")
+        if not {"confusion_gap", "probe_confusion_gap"} <= set(by.index):
+            continue
+        head, feat = by.loc["confusion_gap"], by.loc["probe_confusion_gap"]
+        reading = ("the features carry the causal feature; the head does not use it"
+                   if feat.verdict == "closes" and head.verdict != "closes" else
+                   "both close" if feat.verdict == head.verdict == "closes" else
+                   "the features themselves lack it" if feat.verdict == "does not close" else "-")
+        out.append(f"| {regime} | {baseline} | {head.fit.first:.2f} -> {head.fit.last:.2f} | **{head.verdict}** | "
+                   f"{feat.fit.first:.2f} -> {feat.fit.last:.2f} | **{feat.verdict}** | {reading} |")
+    return [*out, "", "![probe_vs_head](figures/probe_vs_head.png)", "",
+            "*OOD worst-group accuracy of the head (solid) and of the probe (dashed); points: mean over seeds with its "
+            "95% t interval, held in [0, 1].*", ""]
+
+
+def section_online(report: Report) -> list[str]:
+    """Online training: the Online runs' dose-response and the continual fine-tuning part; none without either."""
+    lines = dose_lines(report.verdicts.online) + continual_lines(report.verdicts.continual)
+    return ["## Online training", "", *lines, ""] if lines else []
+
+
+def section_control(report: Report) -> list[str]:
+    """Online control: the DAgger runs' dose-response; none without them."""
+    lines = dose_lines(report.verdicts.control)
+    return ["## Online control", "", *lines, ""] if lines else []
+
+
+def section_criterion(report: Report) -> list[str]:
+    """The verdict words with this report's numbers, what the intervals leave out, and too few seeds named."""
+    sel, seeds = report.sel, report.runs["seed"].nunique()
+    level = level_text(report.verdicts, report.confidence, report.familywise)
+    out = ["## Criterion", "", criterion(report.metrics, level), "",
+           f"Selection: {sel.label}." + (" Each seed's runs are of the draw chosen on that seed, so the chosen runs' "
+                                         "spread, which the bootstrap resamples, carries the selection's noise."
+                                         if sel.per == "seed" else " The choice is taken as given by the intervals: "
+                                         "its noise is not carried."), ""]
+    if seeds < MIN_SEEDS:
+        out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
+    return out
+
+
+def section_figures(drawn: list[Path]) -> list[str]:
+    """The list of `plot`'s figures (`draw_figures`)."""
+    return ["## Figures", "", *(f"![{p.stem}](figures/{p.name})" for p in drawn), ""]
+
+
+def section_all_degenerate(report: Report) -> list[str]:
+    """The headline of a sweep whose selected runs all predict one class: it says so and fits nothing, so that a
+    sweep too short to learn anything is not read as a result."""
+    bad = report.sel.degenerate
+    return ["## Verdict", "", f"**Selection: {report.sel.label}.**", "",
+            f"Sweep `{bad['sweep'].iloc[0]}`: all {len(bad)} selected runs "
+            f"({'every finished folder' if report.all_runs else 'of the sweep file as last run'}) are degenerate: each "
+            "predicts one class on every test group, so nothing is fitted or drawn. Train longer (more epochs or "
+            "steps, a larger learning rate) or wider models; see Degenerate runs.", ""]
+
+
+SECTIONS = (section_verdict, section_reference, section_undertrained, section_degenerate, section_hparams,
+            section_points, section_details, section_line, section_probe, section_online, section_control,
+            section_criterion)  # then the Figures, which lists what `plot` drew
 
 
 def write_report(sweep_dir: Path, all_runs: bool = False, rule: str | None = None, reference: str | None = None,
                  bootstrap: int | None = None, confidence: float = CONFIDENCE, familywise: str = "none",
                  per: str | None = None) -> Path:
-    """Collect once, select, fit, draw, and write report.md, fits.csv and selected.csv. `confidence`: the level of
-    each verdict's intervals or, with `familywise` "bonferroni", of all of them together."""
-    from testbed.analysis.fit_plots import headline
-    from testbed.analysis.plots import plot_sweep
-
-    check_level(confidence)
-    check_choice("familywise", familywise, FAMILYWISE)
-    sel = selected_runs(sweep_dir, all_runs, rule, save=False, per=per)
-    if sel.runs.empty:  # every selected run predicts one class: nothing to fit, point at or draw
-        return degenerate_report(sel, sweep_dir, all_runs)
-    reference = reference_of(sel.runs, reference)
-    save_selection(sel, sweep_dir)
-    runs = add_endpoints(sel.runs, sel.axes, reference)
-    chosen = set(sel.runs["run"])  # the selected draws: the dose sections select as the verdict does
-    dosed = read_runs(sweep_dir, all_runs, chosen)  # the dose sections (issue 14) read the runs' own records
-    # A published results.csv without its run folders: the online and continual curves are not in the table.
-    published = dosed.empty and sel.runs["baseline"].str.startswith(("Online", "ContinualFinetune")).any()
-    found = all_verdicts(runs, dosed, reference, bootstrap, confidence)
-    if familywise == "bonferroni" and found.count > 1:  # the same verdicts, each at the corrected level
-        found = all_verdicts(runs, dosed, reference, bootstrap, bonferroni(confidence, found.count))
-    rows, fits = found.rows, found.fits
-    write_atomic(sweep_dir / "fits.csv", (rows[COLUMNS] if len(rows) else pd.DataFrame(columns=COLUMNS))
-                 .to_csv(index=False))
-    figures = sweep_dir / "figures"
-    figures.mkdir(exist_ok=True)
-    metrics = endpoints(runs)
-    primary = metrics[0] if metrics else None
-    seeds = runs["seed"].nunique()
-
-    excluded = f", {len(sel.degenerate)} degenerate left out" if len(sel.degenerate) else ""
-    out = ["## Verdict", "", f"**Selection: {sel.label}.**", "",
-           f"Sweep `{runs['sweep'].iloc[0]}`, {len(runs)} selected runs "
-           f"({'every finished folder' if all_runs else 'of the sweep file as last run'}{excluded}): baselines "
-           f"{', '.join(sorted(runs['baseline'].unique()))}; {sizes(runs['params'], 'model size', ' parameters')}, "
-           f"{sizes(runs['n_train'], 'training-set size', ' samples')}, {seeds} seeds. "
-           f"Reference: {reference or 'none (the gap is the shortfall from the ceiling)'}.", ""]
-    ref_lines, ref_warning = reference_check(runs, reference, sel.axes)
-    under_lines, under_warning = undertrained(runs, sel.axes)
-    bad_lines, bad_warning = degenerate_section(sel)
-    out += [line for w in (bad_warning, ref_warning, under_warning, code_warning(runs)) if w for line in (w, "")]
-    head_fig = []
-    kinds = regime_kinds(runs)
-    if primary is None or rows.empty:
-        out += ["No trend to fit: the sweep needs at least two values of a scale axis.", ""]
+    """Compute the report (`compute_report`), then write results.csv, selected.csv, fits.csv, the figures and
+    report.md, its sections in order. `confidence`: the level of each verdict's intervals or, with `familywise`
+    "bonferroni", of all of them together."""
+    report = compute_report(sweep_dir, all_runs, rule, reference, bootstrap, confidence, familywise, per)
+    save_selection(report.sel, sweep_dir)
+    write_atomic(sweep_dir / "fits.csv", fits_table(report).to_csv(index=False))
+    if report.verdicts is None:
+        out = [*section_all_degenerate(report), *section_degenerate(report), *section_hparams(report)]
     else:
-        out += [f"Verdict on the {WHAT[primary]} per scale axis; the reason is given for the first axis.", "",
-                *verdict_table(rows, primary, kinds), "", *kinds_lines(kinds),
-                family_line(found, confidence, familywise) + (" Read from a published `results.csv`: the online "
-                "and continual verdicts, made from the run folders' curves, are not among them." if published else ""),
-                ""]
-        axis = next(a for a in AXES if (rows["axis"] == a).any())
-        shown = [m for m in ("spurious_reliance", primary) if m in metrics]
-        head_fig = headline(along(runs, axis), fits, shown, axis, figures / "headline")
-        out += [f"![headline](figures/{head_fig[0].name})", "",
-                f"*{' and '.join(WHAT[m] for m in shown)} against {AXES[axis][0]} ({held(axis, runs)}); lines: the "
-                "chosen fit where one is claimed, dashed where projected (at most one measured span past the largest "
-                "scale); points: mean over seeds with its 95% t interval, held in the endpoint's bounds; dotted: "
-                "the tolerance.*", ""]
-    out += ["## Reference check", "", *ref_lines, "", "## Undertrained runs", "", *under_lines, "",
-            "## Degenerate runs", "", *bad_lines, "",
-            "## Selected hyperparameters", "", f"Rule: {sel.label}. Also in `selected.csv`.", "",
-            *choices_table(sel), ""]
-    if metrics:
-        out += [f"## Endpoints at each model size ({held('params', runs)[7:]}, mean over seeds)", "",
-                "`ood_gap` (ID - OOD accuracy) is descriptive only: it also shrinks when ID accuracy falls.", "",
-                *point_table(runs, metrics), ""]
-    for axis, (name, _) in AXES.items():
-        for metric in metrics:
-            sub = rows[(rows["axis"] == axis) & (rows["metric"] == metric)] if len(rows) else rows
-            if len(sub):
-                title = WHAT[metric][0].upper() + WHAT[metric][1:]
-                out += [f"## {title} vs {name} ({held(axis, runs)})", "", *detail_table(sub), ""]
-    line_lines, line_fig = line_section(runs, bootstrap, figures)
-    out += ["## Accuracy on the line", "", *line_lines, ""]
-    out += [f"![accuracy_on_the_line](figures/{line_fig[0].name})", ""] if line_fig else []
-    probe_lines, probe_fig = probe_section(rows, runs, figures) if len(rows) else ([], [])
-    if probe_lines:
-        out += ["## Features vs head (probe)", "", *probe_lines, "", f"![probe_vs_head](figures/{probe_fig[0].name})",
-                "", "*OOD worst-group accuracy of the head (solid) and of the probe (dashed); points: mean over seeds "
-                "with its 95% t interval, held in [0, 1].*", ""]
-    online_lines = render_dose(found.online, figures)[0] + found.continual
-    if published:
-        online_lines = ["Read from a published `results.csv`: the online and continual curves are in the run folders' "
-                        "results.json, not in the table, so this section is the sweep's own report's."]
-    out += ["## Online training", "", *online_lines, ""] if online_lines else []
-    control_lines, _ = render_dose(found.control, figures)
-    out += ["## Online control", "", *control_lines, ""] if control_lines else []
-    out += ["## Criterion", "", criterion(metrics, level_text(found, confidence, familywise)), "",
-            f"Selection: {sel.label}." + (" Each seed's runs are of the draw chosen on that seed, so the chosen runs' "
-                                          "spread, which the bootstrap resamples, carries the selection's noise."
-                                          if sel.per == "seed" else " The choice is taken as given by the intervals: "
-                                          "its noise is not carried."), ""]
-    if seeds < MIN_SEEDS:
-        out += [f"With {seeds} seed(s) no verdict can be other than **inconclusive**: run at least {MIN_SEEDS}.", ""]
-    others = [p for p in plot_sweep(sweep_dir, runs) if p.suffix == ".png"]
-    out += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in others] + [""]
+        drawn = draw_figures(report, sweep_dir)
+        out = [line for section in SECTIONS for line in section(report)] + section_figures(drawn)
     path = sweep_dir / "report.md"
     write_atomic(path, "\n".join(out))
     return path
