@@ -61,3 +61,18 @@ def test_a_published_table_reads_back_as_written(tmp_path):
     table = pd.DataFrame({"run": ["012345678901", "0a1b2c3d4e5f"], "sweep_stage": ["", "erm"], "hparams": ["{}", "{}"],
                           "baseline": ["ERM", "ERM"], "seed": [0, 1], "metric": ["acc", "acc"], "value": [0.5, 0.25]})
     pd.testing.assert_frame_equal(read_table(save_table(table, tmp_path)), table)
+
+
+def test_a_runs_records_are_written_once_and_read_back_on_each_of_its_rows(tmp_path):
+    """A run's curves can be long: results.csv holds them on the run's first row only, and reading it gives
+    them to every row again, as the run folders do."""
+    import pandas as pd
+
+    from testbed.analysis.collect import read_table, save_table
+
+    curve = '{"online": [{"samples": 10, "shifted_acc": 0.5}]}'
+    table = pd.DataFrame({"run": ["a1", "a1", "a1", "b2"], "records": [curve, curve, curve, "{}"],
+                          "metric": ["acc", "acc_wg", "ece", "acc"], "value": [0.5, 0.25, 0.1, 0.75]})
+    path = save_table(table, tmp_path)
+    assert path.read_text().count("shifted_acc") == 1
+    pd.testing.assert_frame_equal(read_table(path), table)

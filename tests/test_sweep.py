@@ -17,7 +17,7 @@ from testbed.sweep.job import packs
 from testbed.sweep.resolve import identify
 
 TINY = {"model": "ERM", "data.n_train": 200, "data.n_val": 100, "data.n_test": 100, "trainer.max_epochs": 1,
-        "trainer.enable_checkpointing": False, "model.width": 8}
+        "trainer.enable_checkpointing": False, "model.width": 8, "model.probe": False}
 
 
 def write_sweep(path: Path, **fields) -> Path:

@@ -195,11 +195,16 @@ def read_table(path: Path) -> pd.DataFrame:
     for column in ("sweep_stage", "hparams"):
         if column in table:
             table[column] = table[column].fillna("")
+    if "records" in table:  # written on each run's first row only (`save_table`)
+        table["records"] = table.groupby("run")["records"].transform("first").fillna("{}")
     return table
 
 
 def save_table(table: pd.DataFrame, sweep_dir: Path) -> Path:
+    """results.csv: the tidy table, each run's `records` (its curves, which can be long) on its first row only."""
     path = sweep_dir / "results.csv"
+    if "records" in table:
+        table = table.assign(records=table["records"].where(~table.duplicated("run"), ""))
     write_atomic(path, table.to_csv(index=False))
     return path
 
