@@ -126,7 +126,7 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
     """Run the jobs in this process (one worker) or in `workers` spawned processes, each pinned to one GPU where
     there are GPUs (`gpu_slots`). A worker that dies is replaced, on its GPU, and its job run again on the fresh
     one; a job that kills its worker `LOCAL_TRIES` times fails, with the signal named, so a lost process never
-    hangs the sweep."""
+    hangs the sweep. A dead worker is replaced only when a job is waiting for it (spawning one costs seconds)."""
     bar = tqdm(total=sum(map(len, jobs)), desc="runs", unit="run")
     statuses: list[str] = []
     if workers == 1:
@@ -149,8 +149,10 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
 
     try:
         while left:
-            for worker in pool:
+            for i, worker in enumerate(pool):
                 if worker.job is None and todo:
+                    if not worker.proc.is_alive():  # it died on its last job: replaced once a job waits for it
+                        pool[i] = worker = _Worker(ctx, outbox, threads, worker.gpu)
                     worker.job = todo.pop(0)
                     worker.inbox.put((worker.job, jobs[worker.job], root))
             try:
@@ -162,7 +164,7 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
                         worker.job = None if worker.job == index else worker.job
             except queue.Empty:
                 pass
-            for i, worker in enumerate(pool):
+            for worker in pool:
                 if worker.job is not None and not worker.proc.is_alive():
                     deaths[worker.job] += 1
                     if deaths[worker.job] < LOCAL_TRIES:
@@ -170,7 +172,7 @@ def run_local(jobs: list[list[Run]], root: Path, workers: int) -> list[str]:
                     else:
                         how = f"{_ended(worker.proc.exitcode)} on each of {LOCAL_TRIES} tries"
                         finish(worker.job, _lost(jobs[worker.job], root, how))
-                    pool[i] = _Worker(ctx, outbox, threads, worker.gpu)
+                    worker.job = None
     finally:
         for worker in pool:
             if worker.proc.is_alive():
