@@ -36,8 +36,9 @@ class CVaRDRO(Baseline):
     0.394 / 0.350 / 0.406, 0.3 0.402 / 0.396 / 0.444; with a cleaner core (sigma_core 5, majority 0.9 or 0.95)
     alpha 0.1 is within 0.05 of ERM. SubpopBench (Yang et al. 2023) also finds CVaRDRO close to ERM, and Hu et
     al. 2018 ("Does distributionally robust supervised learning give robust classifiers?") show that, for
-    classification, DRO without group structure ends with ERM's classifier (exactly so under the 0-1 loss). It has
-    no effect test for that reason.
+    classification, DRO without group structure ends with ERM's classifier (exactly so under the 0-1 loss). Its
+    test asserts what it does achieve, its objective: the CVaR of its training losses is 0.05 to 0.18 below ERM's
+    (seeds 0 to 4), at a mean training loss of about 0.46 against ERM's 0.10.
 
     Args:
         alpha: the smallest subpopulation's mass, in (0, 1] (SubpopBench's default 0.1).

@@ -13,7 +13,19 @@ import lightning as L
 import pytest
 import torch
 
-from testbed.baselines import CRT, ERM, LDAM, LISA, BSoftmax, CBLoss, Focal, ReWeight, ReWeightCRT, SqrtReWeight
+from testbed.baselines import (
+    CRT,
+    ERM,
+    LDAM,
+    LISA,
+    BSoftmax,
+    CBLoss,
+    CVaRDRO,
+    Focal,
+    ReWeight,
+    ReWeightCRT,
+    SqrtReWeight,
+)
 from testbed.baselines.cvar_dro import cvar
 from testbed.envs import GaussianGroups
 
@@ -103,3 +115,25 @@ def test_cvar_is_the_mean_of_the_worst_alpha_fraction():
     assert cvar(losses, 0.375).item() == pytest.approx((4 + 0.5 * 3) / 1.5)
     assert cvar(losses, 1.0).item() == pytest.approx(2.5)
     assert cvar(losses, 0.1).item() == pytest.approx(4.0)
+
+
+def test_cvar_dro_lowers_the_risk_of_its_worst_tenth_of_training_samples_at_a_price_in_the_mean():
+    """What CVaRDRO exists for is its objective: the mean loss of the worst alpha fraction of the data. Measured
+    on the spurious regime (alpha 0.1, seeds 0 to 4), the CVaR at 0.1 of the trained model's training losses: ERM
+    0.768 / 0.859 / 0.702 / 0.828 / 0.723, CVaRDRO 0.660 / 0.675 / 0.656 / 0.667 / 0.660 (0.046 to 0.184 lower),
+    while its mean training loss rises from about 0.10 to 0.45-0.49: it flattens the losses rather than fitting the
+    majority. (Its worst-group test accuracy shows no gain: the class docstring.)"""
+    def training_losses(method: type, seed: int, **kwargs) -> torch.Tensor:
+        L.seed_everything(seed, verbose=False)
+        env = GaussianGroups(seed=seed, **SPURIOUS)
+        model = method(n_classes=2, input_shape=env.input_shape, width=64, depth=2, lr=1e-3, probe=False, **kwargs)
+        L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, limit_val_batches=0).fit(model, env)
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(model.eval()(env.train_data.x), env.train_data.y,
+                                                     reduction="none")
+
+    for seed in SEEDS:
+        erm, dro = training_losses(ERM, seed), training_losses(CVaRDRO, seed, alpha=0.1)
+        assert cvar(dro, 0.1) <= cvar(erm, 0.1) - 0.03
+        assert dro.mean() >= erm.mean() + 0.2
