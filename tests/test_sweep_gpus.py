@@ -2,6 +2,7 @@
 
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,11 @@ def test_local_workers_get_one_visible_gpu_each_round_robin(monkeypatch):
 
 
 def environ(pid: int) -> dict[str, str]:
+    """The environment a spawned process started with. Until it has exec'd Python's spawn entry point, /proc shows
+    the forked copy of this process's own initial environment, without what was set since: wait for the exec."""
+    deadline = time.time() + 30
+    while b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes() and time.time() < deadline:
+        time.sleep(0.01)
     pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
