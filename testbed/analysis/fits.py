@@ -116,33 +116,33 @@ def linear(logx: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
     return ym - slope * xm, slope
 
 
-def power_grid(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For each row of y (B, P): m_inf, A, alpha and weighted RSS of the best power law on the ALPHAS grid
-    (for a fixed alpha the model is linear in m_inf and A)."""
+def power_grid(u: np.ndarray, y: np.ndarray, w: np.ndarray,
+               bounds: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """For each row of y (B, P): m_inf, A, alpha and weighted RSS of the best power law on the ALPHAS grid with
+    m_inf inside `bounds`. For a fixed alpha the model is linear in m_inf and A: m_inf is the least-squares one
+    held in `bounds`, and A and the RSS are the least-squares ones given that m_inf (so a held asymptote is not
+    paired with the amplitude fitted for another)."""
     z = u[None, :] ** -ALPHAS[:, None]  # (G, P)
     wn = w / w.sum()
     zm = z @ wn
     dz = z - zm[:, None]
-    szz = (dz**2) @ w  # (G,)
     ym = y @ wn
-    dy = y - ym[:, None]
-    szy = dy @ (w * dz).T  # (B, G)
-    rss = (dy**2) @ w
-    amp = szy / szz
-    best = np.argmax(szy**2 / szz, axis=1)  # the least residual
+    free = (y - ym[:, None]) @ (w * dz).T / ((dz**2) @ w)  # (B, G): A with m_inf free
+    m = np.clip(ym[:, None] - free * zm, *bounds)
+    swz, swzz = z @ w, (z**2) @ w  # (G,)
+    num = y @ (w * z).T - m * swz  # sum_i w_i (y_i - m) z_i
+    amp = num / swzz
+    rss = np.maximum((y**2 @ w)[:, None] - 2 * m * (y @ w)[:, None] + m**2 * w.sum() - num**2 / swzz, 0.0)
+    best = np.argmin(rss, axis=1)
     rows = np.arange(len(y))
-    a = amp[rows, best]
-    m = ym - a * zm[best]
-    return m, a, ALPHAS[best], rss - szy[rows, best] ** 2 / szz[best]
+    return m[rows, best], amp[rows, best], ALPHAS[best], rss[rows, best]
 
 
 def power_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray,
               bounds: tuple[float, float]) -> tuple[float, float, float, float]:
     """The power law through the means y, from the grid's best, refined by scipy's curve_fit with the asymptote
     inside `bounds`."""
-    m, a, alpha, _ = (v[0] for v in power_grid(u, y[None, :], w))
-    m = float(np.clip(m, *bounds))
-    rss = float((w * (y - m - a * u**-alpha) ** 2).sum())
+    m, a, alpha, rss = (float(v[0]) for v in power_grid(u, y[None, :], w, bounds))
     try:
         with warnings.catch_warnings():  # the covariance is not used: the intervals come from the bootstrap
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
@@ -209,8 +209,7 @@ def fit_trend(x: np.ndarray, y: np.ndarray, tol: float, seed: int = 0, bootstrap
     a_b, b_b = linear(logx, boot, w)
     rss_lin_b = (w * (boot - a_b[:, None] - b_b[:, None] * logx) ** 2).sum(1) + within_b
     if powered:
-        m_b, amp_b, alpha_b, rss_pow_b = power_grid(u, boot, w)
-        m_b = np.clip(m_b, *bounds)
+        m_b, amp_b, alpha_b, rss_pow_b = power_grid(u, boot, w, bounds)
         power_b = aicc(rss_pow_b + within_b, n, 3) < aicc(rss_lin_b, n, 2)
     else:
         m_b = amp_b = alpha_b = np.full(reps, np.nan)
