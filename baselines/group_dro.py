@@ -78,7 +78,7 @@ class GroupDRO(Baseline):
         # Balanced sampling: the training data as the environment gives it, each sample's draw weight, and the
         # generator of the epochs' draws (seeded by the data seed), set when fitting starts.
         self.natural: Batch | None = None
-        self.sample_weights: Tensor | None = None
+        self.draw_weights: Tensor | None = None
         self.draws: torch.Generator | None = None
 
     def fit_q(self, module: object, state: dict, prefix: str, *args: object) -> None:
@@ -99,14 +99,14 @@ class GroupDRO(Baseline):
             # inverse group frequencies, and a fresh draw served at each epoch's start.
             data = self.env.train_data
             self.natural = data
-            self.sample_weights = inverse_frequency("group", self.env)[self.env.group(data)]
+            self.draw_weights = inverse_frequency("group", self.env)[self.env.group(data)]
             self.draws = torch.Generator().manual_seed(self.env.seed)
             reload_train_data_every(self.trainer, 1)
             self.serve_balanced()
 
     def serve_balanced(self) -> None:
         """Serve a draw of as many training samples as there are, with replacement, each group equally likely."""
-        rows = torch.multinomial(self.sample_weights, len(self.sample_weights), replacement=True,
+        rows = torch.multinomial(self.draw_weights, len(self.draw_weights), replacement=True,
                                  generator=self.draws).to(self.natural.y.device)
         self.env.served = Batch(*(t[rows] for t in self.natural))
 
